@@ -1,3 +1,24 @@
-"""masklet: SAM 2 (Segment Anything in Images and Videos), written from scratch in PyTorch."""
+"""masklet: SAM 2 (Segment Anything in Images and Videos), written from scratch in PyTorch.
+
+    from masklet import build_model, ImagePredictor
+    model = build_model("sam2.1_hiera_tiny", checkpoint="sam2.1_hiera_tiny.pt")
+    predictor = ImagePredictor(model)
+"""
+
+from masklet.build import build_model
+from masklet.checkpoint import CheckpointError
+from masklet.config import PRESETS, ModelConfig, get_config
+from masklet.predictor.image import ImagePredictor
+from masklet.predictor.video import VideoPredictor
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "CheckpointError",
+    "ImagePredictor",
+    "ModelConfig",
+    "VideoPredictor",
+    "build_model",
+    "get_config",
+]

@@ -1,0 +1,49 @@
+"""`build_model`: a preset name (or config) plus an optional checkpoint -> a ready SAM2Model."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from masklet.checkpoint import check_fits, read_state_dict
+from masklet.config import ModelConfig, get_config
+from masklet.modeling.sam2 import SAM2Model
+
+log = logging.getLogger(__name__)
+
+
+def build_model(
+    preset: str | ModelConfig = "sam2.1_hiera_tiny",
+    checkpoint: str | os.PathLike | dict | None = None,
+    *,
+    device: str | torch.device | None = None,
+    eval_mode: bool = True,
+) -> SAM2Model:
+    """Build a SAM 2 model and load its weights.
+
+    Args:
+        preset: a preset name such as ``"sam2.1_hiera_tiny"`` (see `masklet.config.PRESETS`)
+            or a `ModelConfig`.
+        checkpoint: an official ``.pt`` file, a ``.safetensors`` file, an in-memory state
+            dict, or None for randomly initialised weights.
+        device: where to put the model (default: CPU).
+        eval_mode: put the model in eval mode (inference); False for training.
+
+    Raises:
+        KeyError: unknown preset name.
+        CheckpointError: unreadable checkpoint, or one that does not fit the preset (the
+            message names the missing / unexpected keys and the preset it fits).
+    """
+    config = preset if isinstance(preset, ModelConfig) else get_config(preset)
+    model = SAM2Model(config)
+    if checkpoint is None:
+        log.warning("no checkpoint given: %s has random weights", config.name)
+    else:
+        is_file = not isinstance(checkpoint, dict)
+        state = read_state_dict(checkpoint) if is_file else checkpoint
+        check_fits(state, config, source=str(checkpoint) if is_file else "state dict")
+        model.load_state_dict(state, strict=True)
+    model.to(device or "cpu")
+    return model.eval() if eval_mode else model.train()

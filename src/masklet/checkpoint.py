@@ -1,0 +1,127 @@
+"""Reading, checking and writing model weights (official .pt files and safetensors)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from masklet.config import PRESETS, ModelConfig
+
+StateDict = dict[str, torch.Tensor]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the chosen model."""
+
+
+@dataclass(frozen=True)
+class KeyReport:
+    """How a state dict compares with a model's expected keys and shapes."""
+
+    missing: tuple[str, ...]  # expected by the model, absent from the checkpoint
+    unexpected: tuple[str, ...]  # in the checkpoint, unknown to the model
+    mismatched: tuple[tuple[str, tuple, tuple], ...]  # (key, checkpoint shape, model shape)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def matching(self) -> int:
+        """A closeness score: entries whose name and shape both agree."""
+        return -(len(self.missing) + len(self.unexpected) + len(self.mismatched))
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """Load weights from an official `.pt` (``{"model": ...}``), a bare state dict or safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # the library raises several types for a bad file
+            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{path} does not hold a state dict (expected a mapping of names to tensors, "
+            "or the official {'model': state_dict} layout)"
+        )
+    return obj
+
+
+def save_safetensors(state_dict: StateDict, path: str | os.PathLike) -> None:
+    """Write weights as safetensors, atomically (a temp file renamed into place)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of a model, built on the meta device (no memory, fast)."""
+    from masklet.modeling.sam2 import SAM2Model
+
+    with torch.device("meta"):
+        model = SAM2Model(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def compare_keys(state_dict: StateDict, expected: dict[str, tuple[int, ...]]) -> KeyReport:
+    got = set(state_dict)
+    want = set(expected)
+    mismatched = tuple(
+        (k, tuple(state_dict[k].shape), expected[k])
+        for k in sorted(got & want)
+        if tuple(state_dict[k].shape) != expected[k]
+    )
+    return KeyReport(tuple(sorted(want - got)), tuple(sorted(got - want)), mismatched)
+
+
+def closest_preset(state_dict: StateDict) -> tuple[str, bool]:
+    """The preset whose names and shapes fit ``state_dict`` best, and whether it fits exactly."""
+    scores = {name: compare_keys(state_dict, expected_shapes(cfg)) for name, cfg in PRESETS.items()}
+    best = max(scores, key=lambda n: scores[n].matching)
+    return best, scores[best].ok
+
+
+def _list_some(keys, limit: int = 5) -> str:
+    keys = list(keys)
+    shown = ", ".join(str(k) for k in keys[:limit])
+    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+    return f"{len(keys)}: {shown}{more}"
+
+
+def check_fits(state_dict: StateDict, config: ModelConfig, source: str = "checkpoint") -> None:
+    """Raise `CheckpointError` naming the preset, the bad keys and the likely preset."""
+    report = compare_keys(state_dict, expected_shapes(config))
+    if report.ok:
+        return
+    lines = [f"{source} does not fit preset {config.name!r}:"]
+    if report.missing:
+        lines.append(f"  missing keys {_list_some(report.missing)}")
+    if report.unexpected:
+        lines.append(f"  unexpected keys {_list_some(report.unexpected)}")
+    if report.mismatched:
+        shapes = [f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in report.mismatched]
+        lines.append(f"  shape mismatches {_list_some(shapes)}")
+    best, exact = closest_preset(state_dict)
+    fit = "it fits preset" if exact else "the closest preset (not an exact fit) is"
+    lines.append(f"  {fit} {best!r}")
+    raise CheckpointError("\n".join(lines))

@@ -1,0 +1,164 @@
+"""Axial rotary position encoding (RoPE) for 2-D token grids, and attention that uses it.
+
+Each head's channels are taken in consecutive pairs (2i, 2i+1) and every pair is rotated
+by an angle that grows with the token's position: the first half of the pairs follow the
+token's column (x), the second half its row (y). The official code does this with complex
+tensors; here the same rotation is written with real cos/sin tables, which also runs in
+half precision and on backends without complex support.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+from masklet.modeling.attention import Attention
+
+
+@lru_cache(maxsize=32)
+def rope_tables(
+    height: int, width: int, dim: int, theta: float, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached (cos, sin) tables for a row-major height x width grid: each [H * W, dim / 2].
+
+    Angles are computed in float32 (as the official complex version does) and then cast,
+    so every dtype sees the same rounded angles. Column j of the tables rotates the
+    channel pair (2j, 2j + 1) of a head of width ``dim``.
+    """
+    if dim % 4:
+        raise ValueError(f"RoPE head dim must be a multiple of 4, got {dim}")
+    # Normal grad-free tensors, so a table built under inference_mode can still be used
+    # by later autograd-enabled calls (e.g. fine-tuning) from the same cache.
+    with torch.inference_mode(False), torch.no_grad():
+        exponents = torch.arange(0, dim, 4, device=device, dtype=torch.float32) / dim
+        freqs = 1.0 / (theta**exponents)
+        index = torch.arange(height * width, device=device, dtype=torch.float32)
+        cols = index % width
+        rows = torch.div(index, width, rounding_mode="floor")
+        angles = torch.cat([torch.outer(cols, freqs), torch.outer(rows, freqs)], dim=-1)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs of x: [..., N, dim] with tables [N, dim / 2] -> [..., N, dim].
+
+    Equivalent to multiplying the complex numbers x[2j] + i x[2j+1] by cos + i sin.
+    """
+    pairs = x.unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = (real * cos - imag * sin, real * sin + imag * cos)
+    return torch.stack(rotated, dim=-1).flatten(-2)
+
+
+def apply_axial_rope(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    *,
+    repeat_k: bool = False,
+    num_k_exclude: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate queries and keys by their grid positions.
+
+    q: [B, heads, Nq, c]; k: [B, heads, Nk, c]; cos, sin: [Nq, c / 2].
+    The first Nk - num_k_exclude keys are rotated; the trailing ``num_k_exclude`` keys
+    (object pointers, which have no grid position) are left unchanged. With ``repeat_k``
+    the rotated keys are r >= 0 consecutive copies of the query grid (r memory frames),
+    key i taking the position of query i mod Nq; otherwise there must be exactly Nq.
+    """
+    num_q = q.shape[-2]
+    num_rope = k.shape[-2] - num_k_exclude
+    q = rotate_pairs(q, cos, sin)
+    if num_rope == 0:
+        return q, k
+    if repeat_k:
+        if num_rope % num_q:
+            raise ValueError(f"{num_rope} rotated keys are not whole copies of {num_q} queries")
+    elif num_rope != num_q:
+        raise ValueError(f"{num_rope} rotated keys != {num_q} queries; use rope_k_repeat")
+    # Split keys into [..., r, Nq, c] so the tables broadcast instead of being tiled.
+    grid_keys = k[..., :num_rope, :].unflatten(-2, (-1, num_q))
+    rotated = rotate_pairs(grid_keys, cos, sin).flatten(-3, -2)
+    if num_k_exclude == 0:
+        return q, rotated
+    return q, torch.cat([rotated, k[..., num_rope:, :]], dim=-2)
+
+
+class RoPEAttention(Attention):
+    """Multi-head attention whose queries and keys carry axial rotary position encoding.
+
+    Queries always form one 2-D grid of tokens. Keys either form the same grid
+    (self-attention) or, with ``rope_k_repeat``, several frames of it followed by
+    ``num_k_exclude_rope`` unrotated tokens (cross-attention to memories).
+
+    Grid size: pass ``grid_hw=(H, W)`` to ``forward`` for an explicit row-major H x W
+    grid. Without it the grid is ``feat_sizes`` = (width, height) when that has the
+    query count, and otherwise the official behaviour is kept: a square grid of side
+    sqrt(Nq) (non-square token counts then raise).
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        dropout: float = 0.0,
+        kv_in_dim: int | None = None,
+        rope_theta: float = 10000.0,
+        rope_k_repeat: bool = False,
+        feat_sizes: tuple[int, int] = (64, 64),
+    ) -> None:
+        super().__init__(
+            embedding_dim=embedding_dim,
+            num_heads=num_heads,
+            downsample_rate=downsample_rate,
+            dropout=dropout,
+            kv_in_dim=kv_in_dim,
+        )
+        self.rope_theta = float(rope_theta)
+        self.rope_k_repeat = rope_k_repeat
+        self.feat_sizes = (int(feat_sizes[0]), int(feat_sizes[1]))
+
+    def grid_size(
+        self, num_tokens: int, grid_hw: tuple[int, int] | None = None
+    ) -> tuple[int, int]:
+        """(H, W) of the query grid holding ``num_tokens`` tokens (see the class docstring)."""
+        if grid_hw is not None:
+            height, width = grid_hw
+            if height * width != num_tokens:
+                raise ValueError(f"grid {grid_hw} does not hold {num_tokens} query tokens")
+            return int(height), int(width)
+        width, height = self.feat_sizes
+        if width * height == num_tokens:
+            return height, width
+        side = math.isqrt(num_tokens)
+        if side * side != num_tokens:
+            raise ValueError(f"{num_tokens} query tokens are not a square grid; pass grid_hw")
+        return side, side
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        num_k_exclude_rope: int = 0,
+        grid_hw: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """q: [B, Nq, embedding_dim]; k, v: [B, Nk, kv_in_dim] -> [B, Nq, embedding_dim].
+
+        The last ``num_k_exclude_rope`` keys are not rotated; ``grid_hw`` is the query
+        grid's (H, W), see the class docstring for the default.
+        """
+        q, k, v = self.project(q, k, v)
+        if q.shape[-2] != k.shape[-2] and not self.rope_k_repeat:
+            raise ValueError("keys and queries differ in length but rope_k_repeat is False")
+        height, width = self.grid_size(q.shape[-2], grid_hw)
+        cos, sin = rope_tables(height, width, q.shape[-1], self.rope_theta, q.device, q.dtype)
+        q, k = apply_axial_rope(
+            q, k, cos, sin, repeat_k=self.rope_k_repeat, num_k_exclude=num_k_exclude_rope
+        )
+        return self.attend(q, k, v)

@@ -1,0 +1,123 @@
+"""One tracking step: condition a frame on memory, decode its mask, encode a new memory."""
+
+from __future__ import annotations
+
+import torch
+
+from masklet.modeling.sam2 import ImageFeatures, SAM2Model, SamHeadOutput
+from masklet.tracking.memory_bank import Outputs, gather_memory
+from masklet.tracking.state import PointPrompt
+
+# Stored memories are kept in bf16, as in the official predictor; matching it keeps
+# results identical to the reference and halves the memory bank's size.
+MEMORY_DTYPE = torch.bfloat16
+
+
+def _seq_first(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [HW, B, C]."""
+    return x.flatten(2).permute(2, 0, 1)
+
+
+def condition_on_memory(
+    model: SAM2Model,
+    feats: ImageFeatures,
+    frame_idx: int,
+    is_init_cond_frame: bool,
+    cond: Outputs,
+    non_cond: Outputs,
+    num_frames: int | None,
+    reverse: bool,
+) -> torch.Tensor:
+    """The frame's lowest-resolution features fused with the object's memory: [B, C, H, W]."""
+    b, c, h, w = feats.image_embed.shape
+    if model.num_maskmem == 0:
+        return feats.image_embed
+    if is_init_cond_frame and model.config.directly_add_no_mem_embed:
+        return feats.image_embed + model.no_mem_embed.view(1, c, 1, 1)
+    curr, curr_pos = _seq_first(feats.image_embed), _seq_first(feats.pos_enc)
+    if is_init_cond_frame:
+        # A dummy memory token so attention has something to attend to.
+        memory = model.no_mem_embed.expand(1, b, model.mem_dim)
+        memory_pos = model.no_mem_pos_enc.expand(1, b, model.mem_dim)
+        num_ptr = 0
+    else:
+        mem = gather_memory(model, frame_idx, cond, non_cond, num_frames, reverse, b, curr.device)
+        memory, memory_pos, num_ptr = mem.memory, mem.memory_pos, mem.num_obj_ptr_tokens
+    out = model.memory_attention(
+        curr=curr, curr_pos=curr_pos, memory=memory, memory_pos=memory_pos,
+        num_obj_ptr_tokens=num_ptr, grid_hw=(h, w),
+    )
+    return out.permute(1, 2, 0).reshape(b, c, h, w)
+
+
+def decode_frame(
+    model: SAM2Model,
+    feats: ImageFeatures,
+    frame_idx: int,
+    is_init_cond_frame: bool,
+    points: PointPrompt | None,
+    mask_inputs: torch.Tensor | None,
+    cond: Outputs,
+    non_cond: Outputs,
+    num_frames: int | None,
+    reverse: bool,
+    prev_mask_logits: torch.Tensor | None = None,
+) -> SamHeadOutput:
+    """Masks of B objects on one frame from their prompts and memory.
+
+    Args:
+        feats: the frame's features, batch B (expanded over objects).
+        points: clicks of the objects on this frame, or None.
+        mask_inputs: [B, 1, S, S] mask prompt, used directly as the output when the
+            model says so (official behaviour), or None.
+        prev_mask_logits: [B, 1, h, w] earlier logits on this frame, fed with new clicks.
+    """
+    high_res = feats.high_res_feats or None
+    if mask_inputs is not None and model.config.use_mask_input_as_output_without_sam:
+        return model.use_mask_as_output(feats.image_embed, high_res, mask_inputs)
+    pix = condition_on_memory(model, feats, frame_idx, is_init_cond_frame, cond, non_cond,
+                              num_frames, reverse)
+    if prev_mask_logits is not None:
+        mask_inputs = prev_mask_logits
+    num_points = 0 if points is None else points.num_points
+    multimask = model.use_multimask(is_init_cond_frame, num_points)
+    pts = None if points is None else (points.coords, points.labels)
+    return model.forward_sam_heads(pix, high_res, points=pts, mask_inputs=mask_inputs,
+                                   multimask_output=multimask)
+
+
+def encode_memory(
+    model: SAM2Model,
+    feats: ImageFeatures,
+    high_res_masks: torch.Tensor,
+    object_score_logits: torch.Tensor,
+    is_mask_from_pts: bool,
+) -> torch.Tensor:
+    """A new memory from a frame's features and mask logits [B, 1, S, S] -> [B, mem, H, W] bf16."""
+    c = model.config
+    masks = high_res_masks
+    if c.non_overlap_masks_for_mem_enc and not model.training:
+        masks = non_overlapping(masks)
+    if c.binarize_mask_from_pts_for_mem_enc and is_mask_from_pts and not model.training:
+        probs = (masks > 0).float()  # clicked frames are remembered exactly as shown
+    else:
+        probs = torch.sigmoid(masks)
+    probs = probs * c.sigmoid_scale_for_mem_enc + c.sigmoid_bias_for_mem_enc
+    out = model.memory_encoder(feats.image_embed, probs, skip_mask_sigmoid=True)
+    features = out.vision_features
+    if model.no_obj_embed_spatial is not None:
+        absent = 1.0 - (object_score_logits > 0).float()  # [B, 1]
+        features = features + absent[..., None, None] * model.no_obj_embed_spatial[..., None, None]
+    return features.to(MEMORY_DTYPE)
+
+
+def non_overlapping(masks: torch.Tensor) -> torch.Tensor:
+    """Keep each pixel only for its highest-scoring object; others are pushed below -10.
+
+    masks: [B, 1, H, W] logits of B objects of the same frame.
+    """
+    if masks.shape[0] == 1:
+        return masks
+    winner = torch.argmax(masks, dim=0, keepdim=True)
+    ids = torch.arange(masks.shape[0], device=masks.device)[:, None, None, None]
+    return torch.where(winner == ids, masks, masks.clamp(max=-10.0))
