@@ -10,17 +10,10 @@ import pytest
 from conftest import require_data
 from PIL import Image
 
-from masklet.data import (
-    VOSDataset,
-    davis_palette,
-    decode_rle,
-    encode_rle,
-    iter_sa1b_folder,
-    load_id_mask,
-    load_sa1b,
-    load_sav,
-    save_id_mask,
-)
+from masklet.amg.rle import encode_coco_rle
+from masklet.data import VOSDataset, decode_rle, iter_sa1b_folder, load_id_mask, load_sa1b, load_sav
+from masklet.data.rle import rle_area
+from masklet.export import write_palette_png
 
 
 def random_masks(rng, count, height, width):
@@ -38,7 +31,7 @@ def random_masks(rng, count, height, width):
 def test_id_mask_png_modes(tmp_path):
     ids = np.zeros((6, 7), dtype=np.uint8)
     ids[1:3, 1:4], ids[4:, 5:] = 1, 3
-    save_id_mask(tmp_path / "p.png", ids)
+    write_palette_png(tmp_path / "p.png", ids)
     assert Image.open(tmp_path / "p.png").mode == "P"
     np.testing.assert_array_equal(load_id_mask(tmp_path / "p.png"), ids)
 
@@ -49,7 +42,9 @@ def test_id_mask_png_modes(tmp_path):
     Image.fromarray(ids > 0).save(tmp_path / "bits.png")
     np.testing.assert_array_equal(load_id_mask(tmp_path / "bits.png"), (ids > 0).astype(np.int32))
     # A binary mask saved as gray RGB reads like the 0/255 grayscale one.
-    Image.fromarray(np.repeat((ids[..., None] > 0).astype(np.uint8) * 255, 3, axis=2)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.repeat((ids[..., None] > 0).astype(np.uint8) * 255, 3, axis=2)).save(
+        tmp_path / "rgb.png"
+    )
     np.testing.assert_array_equal(load_id_mask(tmp_path / "rgb.png"), (ids > 0).astype(np.int32))
 
     color = np.zeros((6, 7, 3), dtype=np.uint8)
@@ -62,21 +57,6 @@ def test_id_mask_png_modes(tmp_path):
         load_id_mask(tmp_path / "junk.png")
     with pytest.raises(FileNotFoundError, match="absent.png"):
         load_id_mask(tmp_path / "absent.png")
-
-
-def test_davis_palette_is_the_voc_colour_map():
-    palette = davis_palette()
-    assert palette.shape == (256, 3) and palette.dtype == np.uint8
-    assert palette[:5].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
-    assert len({tuple(c) for c in palette.tolist()}) == 256
-
-
-def test_save_id_mask_rejects_bad_ids(tmp_path):
-    with pytest.raises(ValueError):
-        save_id_mask(tmp_path / "x.png", np.full((3, 3), 300))
-    with pytest.raises(ValueError):
-        save_id_mask(tmp_path / "x.png", np.zeros((3, 3, 3)))
-    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- DAVIS / YouTube-VOS folders
@@ -108,7 +88,7 @@ def make_vos(root, size=(24, 32), frames=10, annotated=(0, 5)):
         ids = np.zeros(size, dtype=np.uint8)
         ids[2:8, 3:9] = 1
         ids[10:20, 12:30] = 2 + t // 5  # object 3 appears later
-        save_id_mask(root / "Annotations" / "seqA" / f"{t:05d}.png", ids)
+        write_palette_png(root / "Annotations" / "seqA" / f"{t:05d}.png", ids)
 
 
 def test_youtube_vos_style_sparse_annotations(tmp_path):
@@ -137,12 +117,12 @@ def test_folder_reader_errors(tmp_path):
         VOSDataset(tmp_path)
 
     make_vos(tmp_path)
-    save_id_mask(tmp_path / "Annotations" / "seqA" / "00003.png", np.zeros((20, 32), np.uint8))
+    write_palette_png(tmp_path / "Annotations" / "seqA" / "00003.png", np.zeros((20, 32), np.uint8))
     seq = VOSDataset(tmp_path)["seqA"]
     with pytest.raises(ValueError, match="00003.png"):
         seq.load_masks()
-    save_id_mask(tmp_path / "Annotations" / "seqA" / "00003.png", np.zeros((24, 32), np.uint8))
-    save_id_mask(tmp_path / "Annotations" / "seqA" / "00099.png", np.zeros((24, 32), np.uint8))
+    write_palette_png(tmp_path / "Annotations" / "seqA" / "00003.png", np.zeros((24, 32), np.uint8))
+    write_palette_png(tmp_path / "Annotations" / "seqA" / "00099.png", np.zeros((24, 32), np.uint8))
     with pytest.raises(ValueError, match="00099.png"):
         VOSDataset(tmp_path)["seqA"].annotated_frame_indices
     (tmp_path / "Annotations" / "seqA" / "00099.png").write_bytes(b"garbage")
@@ -176,7 +156,9 @@ def write_sav(path, masks, **overrides):
         "video_frame_count": float(num_frames * 4),
         "video_height": float(height),
         "video_width": float(width),
-        "masklet": [[encode_rle(masks[k, i]) for i in range(num_objects)] for k in range(num_frames)],
+        "masklet": [
+            [encode_coco_rle(masks[k, i]) for i in range(num_objects)] for k in range(num_frames)
+        ],
         "masklet_id": list(range(num_objects)),
         "masklet_first_appeared_frame": [0] * num_objects,
         "masklet_num": num_objects,
@@ -224,21 +206,25 @@ def test_sav_json_errors(tmp_path):
 
 def write_sa1b(folder, name, masks, image_size=None):
     height, width = masks.shape[1:]
-    image = np.random.default_rng(0).integers(0, 255, size=(*(image_size or (height, width)), 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(
+        0, 255, size=(*(image_size or (height, width)), 3), dtype=np.uint8
+    )
     Image.fromarray(image).save(folder / f"{name}.jpg")
     annotations = []
     for i, mask in enumerate(masks):
         ys, xs = np.nonzero(mask)
-        annotations.append({
-            "id": 100 + i,
-            "segmentation": encode_rle(mask),
-            "area": int(mask.sum()),
-            "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1],
-            "predicted_iou": 0.9,
-            "stability_score": 0.95,
-            "point_coords": [[float(xs.mean()), float(ys.mean())]],
-            "crop_box": [0, 0, width, height],
-        })
+        annotations.append(
+            {
+                "id": 100 + i,
+                "segmentation": encode_coco_rle(mask),
+                "area": int(mask.sum()),
+                "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1],
+                "predicted_iou": 0.9,
+                "stability_score": 0.95,
+                "point_coords": [[float(xs.mean()), float(ys.mean())]],
+                "crop_box": [0, 0, width, height],
+            }
+        )
     info = {"image_id": 7, "width": width, "height": height, "file_name": f"{name}.jpg"}
     (folder / f"{name}.json").write_text(json.dumps({"image": info, "annotations": annotations}))
 
@@ -280,7 +266,7 @@ def test_sa1b_errors(tmp_path):
 
 def test_rle_helpers_accept_all_count_forms():
     mask = random_masks(np.random.default_rng(3), 1, 20, 25)[0]
-    rle = encode_rle(mask)
+    rle = encode_coco_rle(mask)
     assert isinstance(rle["counts"], str) and rle["size"] == [20, 25]
     np.testing.assert_array_equal(decode_rle(rle, (20, 25)), mask)
     as_bytes = {"size": rle["size"], "counts": rle["counts"].encode()}
@@ -295,7 +281,10 @@ def test_rle_helpers_accept_all_count_forms():
             runs.append(length)
             value, length = pixel, 1
     runs.append(length)
-    np.testing.assert_array_equal(decode_rle({"size": [20, 25], "counts": runs}, (20, 25)), mask)
+    uncompressed = {"size": [20, 25], "counts": runs}
+    np.testing.assert_array_equal(decode_rle(uncompressed, (20, 25)), mask)
+    assert rle_area(rle) == rle_area(as_bytes) == rle_area(uncompressed) == mask.sum() > 0
+    assert rle_area(None) == 0
     assert not decode_rle(None, (4, 5)).any()
     with pytest.raises(ValueError, match="does not match"):
         decode_rle(rle, (25, 20))

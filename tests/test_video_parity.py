@@ -37,6 +37,7 @@ class VideoPair:
     def __init__(self, preset: str, image_size: int, frames_dir):
         self.ref = build_reference(preset, video=True, overrides=[
             "++model.fill_hole_area=0", f"++model.image_size={image_size}"])
+        self.ref.fill_hole_area = 0  # its CUDA-only hole filling is skipped on CPU anyway
         config = get_config(preset).with_image_size(image_size)
         model = build_model(config, checkpoint=self.ref.state_dict())
         self.ours = VideoPredictor(model, fill_hole_area=0, progress=False)

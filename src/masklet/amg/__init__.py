@@ -2,6 +2,7 @@
 
 # The single-category `nms` stays in masklet.amg.nms: exporting it here would shadow
 # the submodule of the same name.
+from masklet.amg.generator import OUTPUT_MODES, AutomaticMaskGenerator
 from masklet.amg.nms import batched_nms, box_area, box_iou
 from masklet.amg.rle import decode_coco_rle, encode_coco_rle
 from masklet.amg.utils import (
@@ -25,7 +26,9 @@ from masklet.amg.utils import (
 )
 
 __all__ = [
+    "AutomaticMaskGenerator",
     "MaskData",
+    "OUTPUT_MODES",
     "area_from_rle",
     "batch_iterator",
     "batched_mask_to_box",

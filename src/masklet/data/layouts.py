@@ -42,7 +42,9 @@ def resolve_resolution(folder: Path, resolution: str | None) -> Path:
         if not level.is_dir():
             raise FileNotFoundError(f"resolution folder not found: {level}")
         return level
-    levels = sorted(p.name for p in folder.iterdir() if p.is_dir() and _RESOLUTION_NAME.match(p.name))
+    levels = sorted(
+        p.name for p in folder.iterdir() if p.is_dir() and _RESOLUTION_NAME.match(p.name)
+    )
     if not levels:
         return folder
     if DEFAULT_RESOLUTION in levels:
@@ -67,7 +69,8 @@ def list_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
     return sorted(
-        p for p in folder.iterdir()
+        p
+        for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
     )
 
@@ -139,7 +142,8 @@ class VOSSequence:
     def _checked(self, array: np.ndarray, path: Path) -> np.ndarray:
         if array.shape[:2] != self.size:
             raise ValueError(
-                f"{path} has size {array.shape[:2]} but sequence {self.name!r} is {self.size} (H, W)"
+                f"{path} has size {array.shape[:2]} (H, W) but sequence {self.name!r} "
+                f"is {self.size}"
             )
         return array
 
@@ -185,7 +189,9 @@ class VOSDataset:
             mask_dir = self.annotation_root / image_dir.name
             masks = list_files(mask_dir, (".png",)) if mask_dir.is_dir() else []
         if not masks and self.require_annotations:
-            raise ValueError(f"no annotation PNGs for sequence {image_dir.name!r} in {self.annotation_root}")
+            raise ValueError(
+                f"no annotation PNGs for sequence {image_dir.name!r} in {self.annotation_root}"
+            )
         return VOSSequence(name=image_dir.name, image_paths=tuple(images), mask_paths=tuple(masks))
 
     @property

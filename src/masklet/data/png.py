@@ -1,35 +1,20 @@
-"""Reading and writing object-id masks stored as PNG files (DAVIS / YouTube-VOS convention).
+"""Reading object-id masks stored as PNG files (DAVIS / YouTube-VOS convention).
 
 An id mask is a 2-D integer array: 0 is background, every other value is an object id.
 On disk it is either a palette PNG whose pixel values are the ids, or a grayscale PNG
 that is either binary 0/255 (one object, id 1) or holds the ids directly.
+Writing them is :func:`masklet.export.write_palette_png`'s job.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 BINARY_FOREGROUND = 255
-
-
-def davis_palette(num_colors: int = 256) -> np.ndarray:
-    """The PASCAL VOC / DAVIS colour map: [num_colors, 3] uint8, colour 0 is black.
-
-    Colour ``i`` spreads the bits of ``i`` over the high bits of the R, G and B channels,
-    which keeps small ids visually distinct.
-    """
-    ids = np.arange(num_colors)
-    colors = np.zeros((num_colors, 3), dtype=np.int64)
-    for shift in range(8):
-        for channel in range(3):
-            bit = (ids >> (3 * shift + channel)) & 1
-            colors[:, channel] |= bit << (7 - shift)
-    return colors.astype(np.uint8)
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -96,31 +81,6 @@ def _ids_from_image(image: Image.Image, path: Path) -> np.ndarray:
         f"mask PNG {path} has image mode {mode!r} with colours; "
         "expected a palette (mode 'P') or grayscale id mask"
     )
-
-
-def save_id_mask(path: str | os.PathLike, ids: np.ndarray) -> None:
-    """Save ids [H, W] (values 0..255) as a DAVIS-palette PNG, atomically.
-
-    The file is written to a temporary name in the same folder and then renamed, so a
-    reader never sees a half-written mask.
-    """
-    path = Path(path)
-    ids = np.asarray(ids)
-    if ids.ndim != 2:
-        raise ValueError(f"id mask must be 2-D [H, W], got shape {ids.shape} for {path}")
-    if ids.size and (ids.min() < 0 or ids.max() > 255):
-        raise ValueError(f"palette PNG ids must be in 0..255, got {ids.min()}..{ids.max()} for {path}")
-    image = Image.fromarray(ids.astype(np.uint8), mode="P")
-    image.putpalette(davis_palette().reshape(-1).tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def load_binary_mask(path: str | os.PathLike) -> np.ndarray:

@@ -88,14 +88,20 @@ def _parse_annotation(raw: dict[str, Any], size: tuple[int, int], where: str) ->
         segmentation=seg,
         area=int(raw.get("area", 0)),
         bbox=_box(raw.get("bbox", (0, 0, 0, 0))),
-        predicted_iou=None if optional["predicted_iou"] is None else float(optional["predicted_iou"]),
-        stability_score=None if optional["stability_score"] is None else float(optional["stability_score"]),
+        predicted_iou=(
+            None if optional["predicted_iou"] is None else float(optional["predicted_iou"])
+        ),
+        stability_score=(
+            None if optional["stability_score"] is None else float(optional["stability_score"])
+        ),
         point_coords=tuple((float(x), float(y)) for x, y in raw.get("point_coords", ())),
         crop_box=None if raw.get("crop_box") is None else _box(raw["crop_box"]),
     )
 
 
-def load_sa1b(json_path: str | os.PathLike, image_path: str | os.PathLike | None = None) -> Sa1bImage:
+def load_sa1b(
+    json_path: str | os.PathLike, image_path: str | os.PathLike | None = None
+) -> Sa1bImage:
     """Read one SA-1B annotation JSON.
 
     Args:

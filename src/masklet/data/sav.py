@@ -72,17 +72,21 @@ class SavMasklets:
         return masks
 
     def decode_object(self, i: int) -> np.ndarray:
-        """Masks of object ``i`` (position in ``masklet_ids``) on every annotated frame: [K, H, W] bool."""
+        """Object ``i`` (position in ``masklet_ids``) on every annotated frame: [K, H, W] bool."""
         return np.stack(
-            [decode_rle(frame[i], (self.height, self.width), where=self._where(k, i))
-             for k, frame in enumerate(self.rles)]
+            [
+                decode_rle(frame[i], (self.height, self.width), where=self._where(k, i))
+                for k, frame in enumerate(self.rles)
+            ]
         )
 
     def areas(self) -> np.ndarray:
         """Foreground pixel counts [K, N] int64, computed without decoding."""
         return np.array(
-            [[rle_area(rle, where=self._where(k, i)) for i, rle in enumerate(frame)]
-             for k, frame in enumerate(self.rles)],
+            [
+                [rle_area(rle, where=self._where(k, i)) for i, rle in enumerate(frame)]
+                for k, frame in enumerate(self.rles)
+            ],
             dtype=np.int64,
         ).reshape(self.num_annotated_frames, self.num_objects)
 
@@ -96,11 +100,15 @@ class SavMasklets:
 
 def _validate_frames(masklet: Any, num_objects: int, size: tuple[int, int], where: str) -> None:
     if not isinstance(masklet, list):
-        raise ValueError(f"{where}: 'masklet' must be a list over frames, got {type(masklet).__name__}")
+        raise ValueError(
+            f"{where}: 'masklet' must be a list over frames, got {type(masklet).__name__}"
+        )
     for k, frame in enumerate(masklet):
         if not isinstance(frame, list) or len(frame) != num_objects:
             found = len(frame) if isinstance(frame, list) else type(frame).__name__
-            raise ValueError(f"{where}: annotated frame {k} has {found} masks, expected {num_objects}")
+            raise ValueError(
+                f"{where}: annotated frame {k} has {found} masks, expected {num_objects}"
+            )
         for i, rle in enumerate(frame):
             if rle is not None and rle_size(rle) != size:
                 raise ValueError(
@@ -109,7 +117,9 @@ def _validate_frames(masklet: Any, num_objects: int, size: tuple[int, int], wher
                 )
 
 
-def parse_sav(data: dict[str, Any], *, source: str = "", annotation_stride: int = SAV_ANNOTATION_STRIDE) -> SavMasklets:
+def parse_sav(
+    data: dict[str, Any], *, source: str = "", annotation_stride: int = SAV_ANNOTATION_STRIDE
+) -> SavMasklets:
     """Build :class:`SavMasklets` from an already-loaded SA-V JSON dict."""
     where = source or "SA-V annotation"
     missing = [key for key in _REQUIRED_KEYS if key not in data]
@@ -131,7 +141,9 @@ def parse_sav(data: dict[str, Any], *, source: str = "", annotation_stride: int 
     )
 
 
-def load_sav(path: str | os.PathLike, *, annotation_stride: int = SAV_ANNOTATION_STRIDE) -> SavMasklets:
+def load_sav(
+    path: str | os.PathLike, *, annotation_stride: int = SAV_ANNOTATION_STRIDE
+) -> SavMasklets:
     """Read one SA-V annotation JSON file."""
     path = Path(path)
     if not path.is_file():

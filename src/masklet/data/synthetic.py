@@ -14,7 +14,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from masklet.data.synthetic_shapes import Shape, Texture, random_background, random_shape, random_texture
+from masklet.data.synthetic_shapes import (
+    Shape,
+    Texture,
+    random_background,
+    random_shape,
+    random_texture,
+)
 
 _PLACEMENT_TRIES = 50
 
@@ -29,6 +35,8 @@ class SyntheticVideoConfig:
         num_distractors: untracked look-alikes of randomly chosen objects.
         num_reentering: objects made to leave the frame completely mid-video and come back
             (needs num_frames >= 3); they are drawn in front so their return is visible.
+            With two or more objects of which one stays in the frame, that one is also
+            made to pass partly behind another object at the end of the video.
         min_radius, max_radius: object base radius range, fraction of min(height, width).
         scale_jitter: relative amplitude of the size oscillation over time.
         max_rotation: largest rotation speed, radians per frame.
@@ -64,7 +72,7 @@ class SyntheticVideoConfig:
             raise ValueError("need 0 <= scale_jitter < 1, camera_pan >= 0 and noise_std >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SyntheticVideo:
     """A generated video and its ground truth (T frames, N objects, D distractors).
 
@@ -94,7 +102,7 @@ class SyntheticVideo:
         return tuple(range(1, self.visibility.shape[1] + 1))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Entity:
     """Something drawn on the frames: a tracked object (label > 0) or a distractor (label 0,
     ``imitates`` = the id of the object whose look it copies)."""
@@ -130,7 +138,9 @@ def _inside_points(rng: np.random.Generator, count: int, cfg: SyntheticVideoConf
     return low + rng.uniform(0, 1, size=(count, 2)) * (np.array([cfg.height, cfg.width]) - 2 * low)
 
 
-def _outside_point(rng: np.random.Generator, side: int, reach: float, cfg: SyntheticVideoConfig) -> np.ndarray:
+def _outside_point(
+    rng: np.random.Generator, side: int, reach: float, cfg: SyntheticVideoConfig
+) -> np.ndarray:
     """A centre beyond frame edge ``side`` (top, bottom, left, right) from which a shape
     of radius ``reach`` lies wholly outside the frame."""
     margin = reach + 2.0
@@ -144,8 +154,9 @@ def _outside_point(rng: np.random.Generator, side: int, reach: float, cfg: Synth
     return np.array([along[0], cfg.width - 1 + margin])
 
 
-def _random_entity(rng: np.random.Generator, label: int, cfg: SyntheticVideoConfig,
-                   model: _Entity | None = None) -> _Entity:
+def _random_entity(
+    rng: np.random.Generator, label: int, cfg: SyntheticVideoConfig, model: _Entity | None = None
+) -> _Entity:
     """A new entity on a random path; with ``model``, a distractor copying its look."""
     if model is None:
         shape, texture = random_shape(rng), random_texture(rng)
@@ -183,11 +194,15 @@ def _make_reenter(rng: np.random.Generator, entity: _Entity, cfg: SyntheticVideo
     # The largest size the entity reaches, so that in-between frames stay outside as well.
     reach = entity.base_radius * (1 + cfg.scale_jitter)
     for index in middle:
-        entity = _with_keyframe(entity, index, _outside_point(rng, side, reach, cfg), cfg.num_frames)
+        entity = _with_keyframe(
+            entity, index, _outside_point(rng, side, reach, cfg), cfg.num_frames
+        )
     return entity
 
 
-def _make_overlap(rng: np.random.Generator, front: _Entity, back: _Entity, cfg: SyntheticVideoConfig) -> _Entity:
+def _make_overlap(
+    rng: np.random.Generator, front: _Entity, back: _Entity, cfg: SyntheticVideoConfig
+) -> _Entity:
     """``back`` moved so that, at the last keyframe, ``front`` partly covers it."""
     last = _keyframe_times(cfg.num_frames)[-1]
     inner = [e.shape.inner_radius() * e.base_radius * e.scales[last] for e in (front, back)]
@@ -205,7 +220,9 @@ def _reach(entity: _Entity, t: int) -> float:
     return float(entity.base_radius * entity.scales[t])
 
 
-def _spread_out(rng: np.random.Generator, entities: list[_Entity], cfg: SyntheticVideoConfig) -> list[_Entity]:
+def _spread_out(
+    rng: np.random.Generator, entities: list[_Entity], cfg: SyntheticVideoConfig
+) -> list[_Entity]:
     """Re-place the first and last keyframes so no entity covers another's centre there.
 
     Re-entering objects are drawn in front of everything else; with their centres
@@ -219,7 +236,10 @@ def _spread_out(rng: np.random.Generator, entities: list[_Entity], cfg: Syntheti
             t = times[index]
             center = entity.centers[t]
             for _ in range(_PLACEMENT_TRIES):
-                gaps = [np.hypot(*(center - o.centers[t])) - max(_reach(entity, t), _reach(o, t)) for o in placed]
+                gaps = [
+                    np.hypot(*(center - o.centers[t])) - max(_reach(entity, t), _reach(o, t))
+                    for o in placed
+                ]
                 if min(gaps, default=1.0) > 0:
                     break
                 center = _inside_points(rng, 1, cfg)[0]
@@ -228,7 +248,9 @@ def _spread_out(rng: np.random.Generator, entities: list[_Entity], cfg: Syntheti
     return placed
 
 
-def _render(entity: _Entity, t: int, height: int, width: int) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, int]:
+def _render(
+    entity: _Entity, t: int, height: int, width: int
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, int]:
     """Draw ``entity`` at frame ``t``.
 
     Returns:
@@ -255,8 +277,12 @@ def _render(entity: _Entity, t: int, height: int, width: int) -> tuple[tuple[sli
     return (rows, cols), inside, colors, int(np.count_nonzero(whole))
 
 
-def _depth_order(rng: np.random.Generator, entities: list[_Entity], reentering: set[int],
-                 pair: tuple[int, int] | None) -> list[_Entity]:
+def _depth_order(
+    rng: np.random.Generator,
+    entities: list[_Entity],
+    reentering: set[int],
+    pair: tuple[int, int] | None,
+) -> list[_Entity]:
     """Front-to-back order: random, except re-entering objects lead (so their return is
     seen) and the chosen occluder stands right in front of its occludee."""
     order = [entities[i] for i in rng.permutation(len(entities))]
@@ -269,9 +295,13 @@ def _depth_order(rng: np.random.Generator, entities: list[_Entity], reentering: 
     return order
 
 
-def _build_entities(rng: np.random.Generator, cfg: SyntheticVideoConfig) -> tuple[list[_Entity], tuple[int, ...]]:
+def _build_entities(
+    rng: np.random.Generator, cfg: SyntheticVideoConfig
+) -> tuple[list[_Entity], tuple[int, ...]]:
     objects = [_random_entity(rng, label, cfg) for label in range(1, cfg.num_objects + 1)]
-    reentering = tuple(sorted(int(i) + 1 for i in rng.choice(cfg.num_objects, cfg.num_reentering, replace=False)))
+    reentering = tuple(
+        sorted(int(i) + 1 for i in rng.choice(cfg.num_objects, cfg.num_reentering, replace=False))
+    )
     for label in reentering:
         objects[label - 1] = _make_reenter(rng, objects[label - 1], cfg)
     for entity in _spread_out(rng, [objects[label - 1] for label in reentering], cfg):
@@ -300,18 +330,23 @@ def _backgrounds(rng: np.random.Generator, cfg: SyntheticVideoConfig) -> np.ndar
     return np.stack([plate[y : y + cfg.height, x : x + cfg.width] for y, x in offsets])
 
 
-def generate_video(seed: int, config: SyntheticVideoConfig | None = None) -> SyntheticVideo:
-    """Generate the synthetic video of ``seed`` (same seed and config -> same video)."""
-    cfg = config if config is not None else SyntheticVideoConfig()
-    rng = np.random.default_rng(seed)
-    entities, reentering = _build_entities(rng, cfg)
-    backgrounds = _backgrounds(rng, cfg)
+def _composite(
+    entities: list[_Entity], backgrounds: np.ndarray, cfg: SyntheticVideoConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Paint the entities (front-to-back list) back to front over the backgrounds.
+
+    Returns:
+        images: [T, H, W, 3] float.
+        owner: [T, H, W] int64, index into ``entities`` of the visible entity, -1 for none.
+        amodal: [T, N, H, W] bool, each object's in-frame shape.
+        full_area: [T, N] int64, each object's whole shape area, in or out of the frame.
+    """
     shape = (cfg.num_frames, cfg.height, cfg.width)
     images = backgrounds.copy()
-    owner = np.full(shape, -1, dtype=np.int64)  # index in ``entities`` of the visible one
+    owner = np.full(shape, -1, dtype=np.int64)
     amodal = np.zeros((cfg.num_frames, cfg.num_objects, cfg.height, cfg.width), dtype=bool)
     full_area = np.zeros((cfg.num_frames, cfg.num_objects), dtype=np.int64)
-    for index in reversed(range(len(entities))):  # painter's algorithm: back to front
+    for index in reversed(range(len(entities))):
         entity = entities[index]
         for t in range(cfg.num_frames):
             region, inside, colors, area = _render(entity, t, cfg.height, cfg.width)
@@ -320,20 +355,40 @@ def generate_video(seed: int, config: SyntheticVideoConfig | None = None) -> Syn
             if entity.label:
                 amodal[t, entity.label - 1][region] = inside
                 full_area[t, entity.label - 1] = area
+    return images, owner, amodal, full_area
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(images), 0, 255).astype(np.uint8)
+
+
+def generate_video(seed: int, config: SyntheticVideoConfig | None = None) -> SyntheticVideo:
+    """Generate the synthetic video of ``seed`` (same seed and config -> same video)."""
+    cfg = config if config is not None else SyntheticVideoConfig()
+    rng = np.random.default_rng(seed)
+    entities, reentering = _build_entities(rng, cfg)
+    backgrounds = _backgrounds(rng, cfg)
+    images, owner, amodal, full_area = _composite(entities, backgrounds, cfg)
     labels = np.array([e.label for e in entities] + [0], dtype=np.int32)
     masks = labels[owner]  # owner -1 picks the trailing 0: background
-    visible = np.stack([(masks == i).sum(axis=(1, 2)) for i in range(1, cfg.num_objects + 1)], axis=1)
-    distractor_index = [i for i, e in enumerate(entities) if e.label == 0]
+    visible = np.stack(
+        [(masks == i).sum(axis=(1, 2)) for i in range(1, cfg.num_objects + 1)], axis=1
+    )
+    distractors = [i for i, e in enumerate(entities) if e.label == 0]
+    distractor_masks = np.zeros(
+        (cfg.num_frames, len(distractors), cfg.height, cfg.width), dtype=bool
+    )
+    for column, index in enumerate(distractors):
+        distractor_masks[:, column] = owner == index
     if cfg.noise_std > 0:
         images = images + rng.normal(0, cfg.noise_std, size=images.shape)
     return SyntheticVideo(
-        frames=np.clip(np.round(images), 0, 255).astype(np.uint8),
+        frames=_to_uint8(images),
         masks=masks,
         visibility=(visible / np.maximum(full_area, 1)).astype(np.float32),
         amodal_masks=amodal,
-        distractor_masks=np.stack([owner == i for i in distractor_index], axis=1)
-        if distractor_index else np.zeros((cfg.num_frames, 0, cfg.height, cfg.width), dtype=bool),
-        distractor_sources=tuple(entities[i].imitates for i in distractor_index),
+        distractor_masks=distractor_masks,
+        distractor_sources=tuple(entities[i].imitates for i in distractors),
         reentering_ids=reentering,
-        background=np.clip(np.round(backgrounds), 0, 255).astype(np.uint8),
+        background=_to_uint8(backgrounds),
     )

@@ -34,7 +34,9 @@ class Shape:
         if self.kind == "blob":
             half = len(p) // 2
             harmonics = np.arange(2, 2 + half)
-            wave = (p[:half, None] * np.cos(harmonics[:, None] * angle.ravel() + p[half:, None])).sum(0)
+            wave = (
+                p[:half, None] * np.cos(harmonics[:, None] * angle.ravel() + p[half:, None])
+            ).sum(0)
             return ((1.0 + wave) / (1.0 + p[:half].sum())).reshape(angle.shape)
         return _polygon_radius(angle, p[: len(p) // 2], p[len(p) // 2 :])
 
@@ -43,7 +45,9 @@ class Shape:
         return float(self.radius(np.linspace(-np.pi, np.pi, 721)).min())
 
 
-def _polygon_radius(angle: np.ndarray, vertex_angles: np.ndarray, vertex_radii: np.ndarray) -> np.ndarray:
+def _polygon_radius(
+    angle: np.ndarray, vertex_angles: np.ndarray, vertex_radii: np.ndarray
+) -> np.ndarray:
     """Distance from the centre to the polygon edge along each direction."""
     vx = vertex_radii * np.cos(vertex_angles)
     vy = vertex_radii * np.sin(vertex_angles)

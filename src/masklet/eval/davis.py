@@ -89,7 +89,9 @@ def _load_prediction(path: Path, shape: tuple[int, ...], gt_path: Path) -> np.nd
         return None
     pred = load_id_mask(path)
     if pred.shape != shape:
-        raise ValueError(f"prediction {path} has size {pred.shape}, ground truth {gt_path} has {shape}")
+        raise ValueError(
+            f"prediction {path} has size {pred.shape}, ground truth {gt_path} has {shape}"
+        )
     return pred
 
 
@@ -102,13 +104,17 @@ def _load_indexed_gt(seq_dir: Path) -> dict[str, np.ndarray]:
         ids = load_id_mask(path)
         ids[ids == VOID_ID] = 0
         if masks and ids.shape != next(iter(masks.values())).shape:
-            raise ValueError(f"{path} has size {ids.shape}, other masks of {seq_dir} are "
-                             f"{next(iter(masks.values())).shape}")
+            raise ValueError(
+                f"{path} has size {ids.shape}, other masks of {seq_dir} are "
+                f"{next(iter(masks.values())).shape}"
+            )
         masks[path.stem] = ids
     return masks
 
 
-def _evaluate_indexed(seq_dir: Path, pred_dir: Path, skip: bool, bound_th: float) -> list[ObjectScore]:
+def _evaluate_indexed(
+    seq_dir: Path, pred_dir: Path, skip: bool, bound_th: float
+) -> list[ObjectScore]:
     gt = _load_indexed_gt(seq_dir)
     object_ids = sorted(set().union(*(present_ids(ids) for ids in gt.values())) - {0})
     if not object_ids:
@@ -125,7 +131,9 @@ def _evaluate_indexed(seq_dir: Path, pred_dir: Path, skip: bool, bound_th: float
     return [acc.finish() for acc in scores]
 
 
-def _evaluate_per_object(seq_dir: Path, pred_dir: Path, skip: bool, bound_th: float) -> list[ObjectScore]:
+def _evaluate_per_object(
+    seq_dir: Path, pred_dir: Path, skip: bool, bound_th: float
+) -> list[ObjectScore]:
     results = []
     for obj_dir in list_sequence_dirs(seq_dir):
         if not obj_dir.name.isdigit():
@@ -208,8 +216,11 @@ def run_eval(
         pred_seq = pred_root / seq_dir.name
         if not pred_seq.is_dir():
             missing_sequences.append(seq_dir.name)
-        objects.extend(evaluate_sequence(seq_dir, pred_seq, skip_first_and_last=skip_first_and_last,
-                                         bound_th=bound_th))
+        objects.extend(
+            evaluate_sequence(
+                seq_dir, pred_seq, skip_first_and_last=skip_first_and_last, bound_th=bound_th
+            )
+        )
     result = EvalResult(
         objects=tuple(objects),
         skip_first_and_last=skip_first_and_last,

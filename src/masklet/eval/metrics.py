@@ -93,7 +93,9 @@ def _matched_count(points: np.ndarray, targets: np.ndarray, radius: int) -> int:
     return int(np.count_nonzero(points & (distance <= radius)))
 
 
-def boundary_f_measure(gt: np.ndarray, pred: np.ndarray, bound_th: float = DEFAULT_BOUND_TH) -> float:
+def boundary_f_measure(
+    gt: np.ndarray, pred: np.ndarray, bound_th: float = DEFAULT_BOUND_TH
+) -> float:
     """F: boundary F-measure between two [H, W] bool masks."""
     _check_pair(gt, pred)
     crop = _foreground_crop(gt, pred)
@@ -140,7 +142,9 @@ def sequence_statistics(values: np.ndarray) -> Statistics:
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"need a non-empty 1-D array of per-frame scores, got shape {values.shape}")
+        raise ValueError(
+            f"need a non-empty 1-D array of per-frame scores, got shape {values.shape}"
+        )
     # The toolkit adds 1e-10 so that exact .5 edges round up; it then casts to uint8,
     # which wraps past 255 frames; plain ints keep long videos correct.
     edges = (np.round(np.linspace(1, values.size, DECAY_BINS + 1) + 1e-10) - 1).astype(np.int64)

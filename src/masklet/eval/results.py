@@ -10,17 +10,26 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from masklet.eval.metrics import Statistics
+from masklet.export.atomic import atomic_write
 
 CSV_COLUMNS = (
-    "sequence", "object", "frames", "J&F-Mean", "J-Mean", "J-Recall", "J-Decay",
-    "F-Mean", "F-Recall", "F-Decay", "missing_frames",
+    "sequence",
+    "object",
+    "frames",
+    "J&F-Mean",
+    "J-Mean",
+    "J-Recall",
+    "J-Decay",
+    "F-Mean",
+    "F-Recall",
+    "F-Decay",
+    "missing_frames",
 )
 GLOBAL_ROW = "Global"
 
@@ -127,7 +136,9 @@ class EvalResult:
         )
 
 
-def _csv_row(sequence: str, obj: str, frames: int, j: Statistics, f: Statistics, missing: int) -> list[str]:
+def _csv_row(
+    sequence: str, obj: str, frames: int, j: Statistics, f: Statistics, missing: int
+) -> list[str]:
     scores = [(j.mean + f.mean) / 2, j.mean, j.recall, j.decay, f.mean, f.recall, f.decay]
     return [sequence, obj, str(frames), *(f"{v:.6f}" for v in scores), str(missing)]
 
@@ -138,27 +149,23 @@ def result_csv_text(result: EvalResult) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     total_frames = sum(len(o.frame_names) for o in result.objects)
-    writer.writerow(_csv_row(GLOBAL_ROW, "", total_frames, result.j, result.f, result.num_missing_frames))
+    writer.writerow(
+        _csv_row(GLOBAL_ROW, "", total_frames, result.j, result.f, result.num_missing_frames)
+    )
     for o in result.objects:
-        writer.writerow(_csv_row(o.sequence, str(o.object_id), len(o.frame_names), o.j, o.f, len(o.missing_frames)))
+        writer.writerow(
+            _csv_row(
+                o.sequence, str(o.object_id), len(o.frame_names), o.j, o.f, len(o.missing_frames)
+            )
+        )
     return buffer.getvalue()
 
 
 def write_csv(result: EvalResult, path: str | os.PathLike) -> Path:
-    """Write the result CSV atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(result_csv_text(result))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the result CSV atomically (a temporary sibling renamed into place)."""
+    with atomic_write(path, "w") as handle:
+        handle.write(result_csv_text(result))
+    return Path(path)
 
 
 def _pct(value: float) -> str:
@@ -168,7 +175,8 @@ def _pct(value: float) -> str:
 def format_table(result: EvalResult) -> str:
     """A fixed-width text table (percentages): global scores, then one line per object."""
     width = max(len(GLOBAL_ROW), *(len(o.sequence) for o in result.objects))
-    header = f"{'sequence':<{width}}  {'obj':>4}  {'J&F':>6}  {'J':>6}  {'F':>6}  {'J-R':>6}  {'F-R':>6}  {'J-D':>6}  {'F-D':>6}"
+    columns = ("J&F", "J", "F", "J-R", "F-R", "J-D", "F-D")
+    header = f"{'sequence':<{width}}  {'obj':>4}  " + "  ".join(f"{c:>6}" for c in columns)
     lines = [header, "-" * len(header)]
 
     def line(name: str, obj: str, jf: float, j: Statistics, f: Statistics) -> str:
@@ -178,12 +186,18 @@ def format_table(result: EvalResult) -> str:
     lines.append(line(GLOBAL_ROW, "", result.jf, result.j, result.f))
     lines.extend(line(o.sequence, str(o.object_id), o.jf, o.j, o.f) for o in result.objects)
     protocol = "first and last frames skipped" if result.skip_first_and_last else "all frames"
-    lines.append(f"{len(result.objects)} objects in {len(result.sequences())} sequences; {protocol}; "
-                 f"bound_th={result.bound_th:g}")
+    lines.append(
+        f"{len(result.objects)} objects in {len(result.sequences())} sequences; {protocol}; "
+        f"bound_th={result.bound_th:g}"
+    )
     if result.missing_sequences:
-        lines.append(f"warning: no prediction folder for {len(result.missing_sequences)} sequences: "
-                     f"{', '.join(result.missing_sequences)}")
+        lines.append(
+            f"warning: no prediction folder for {len(result.missing_sequences)} sequences: "
+            f"{', '.join(result.missing_sequences)}"
+        )
     if result.num_missing_frames:
-        lines.append(f"warning: {result.num_missing_frames} predicted frames missing (scored as empty) in "
-                     f"{len(result.missing_frames)} sequences: {', '.join(result.missing_frames)}")
+        lines.append(
+            f"warning: {result.num_missing_frames} predicted frames missing (scored as empty) in "
+            f"{len(result.missing_frames)} sequences: {', '.join(result.missing_frames)}"
+        )
     return "\n".join(lines)

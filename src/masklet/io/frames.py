@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 VideoInput = Union[
-    FrameSource, str, "os.PathLike[str]", bytes, np.ndarray, Sequence[np.ndarray], Iterable[np.ndarray]
+    FrameSource, str, os.PathLike, bytes, np.ndarray, Sequence[np.ndarray], Iterable[np.ndarray]
 ]
 
 _JPEG_SUFFIXES = (".jpg", ".jpeg")

@@ -24,9 +24,9 @@ class VideoFileSource(FrameSource):
     lists) are not frames. If the container declares more frames than could be
     demuxed, the file is truncated and opening it raises VideoReadError.
 
-    Access: a request at or shortly after the decoder's position decodes forward;
-    any other request seeks to the keyframe at or before the frame and decodes
-    from there. The `cache_size` most recent frames decoded up to a target are
+    Access: a request ahead of the decoder's position, within the keyframe
+    interval it is decoding, decodes forward; any other request seeks to the
+    keyframe at or before the frame and decodes from there. The `cache_size` most recent frames decoded up to a target are
     kept, so stepping backwards (reverse propagation) decodes each keyframe
     interval once per `cache_size` frames instead of once per frame. Streams
     whose packets have no timestamps fall back to decoding from the start.
@@ -197,6 +197,7 @@ class VideoFileSource(FrameSource):
         return self._index_of_stamp.get(frame.pts)
 
     def _remember(self, index: int, rgb: np.ndarray) -> None:
+        rgb.flags.writeable = False  # callers share the cached array
         self._cache[index] = rgb
         self._cache.move_to_end(index)
         while len(self._cache) > self._cache_size:

@@ -92,8 +92,14 @@ def encode_memory(
     high_res_masks: torch.Tensor,
     object_score_logits: torch.Tensor,
     is_mask_from_pts: bool,
+    *,
+    dtype: torch.dtype | None = MEMORY_DTYPE,
 ) -> torch.Tensor:
-    """A new memory from a frame's features and mask logits [B, 1, S, S] -> [B, mem, H, W] bf16."""
+    """A new memory from a frame's features and mask logits [B, 1, S, S] -> [B, mem, H, W].
+
+    ``dtype``: storage dtype of the memory (bf16 for inference parity); training passes
+    None to keep the computed dtype, so gradients through memories are not rounded.
+    """
     c = model.config
     masks = high_res_masks
     if c.non_overlap_masks_for_mem_enc and not model.training:
@@ -108,7 +114,7 @@ def encode_memory(
     if model.no_obj_embed_spatial is not None:
         absent = 1.0 - (object_score_logits > 0).float()  # [B, 1]
         features = features + absent[..., None, None] * model.no_obj_embed_spatial[..., None, None]
-    return features.to(MEMORY_DTYPE)
+    return features if dtype is None else features.to(dtype)
 
 
 def non_overlapping(masks: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,105 @@
+"""`masklet video`: track prompted objects through a video and export the masklets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from masklet.cli.common import (CliError, autocast, check_out_dir, load_model, model_options,
+                                user_errors)
+from masklet.cli.prompts import VideoPrompt, parse_inline, read_prompt_file
+
+
+@click.command("video")
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("--prompt", "inline", multiple=True, metavar="FRAME:OBJ:point=X,Y[:L]",
+              help="A prompt: FRAME:OBJ:point=X,Y[:L][;point=...] or FRAME:OBJ:box=X0,Y0,X1,Y1. "
+                   "Repeatable.")
+@click.option("--prompts", "prompt_file", type=click.Path(path_type=Path), default=None,
+              help='JSON list of {"frame", "obj", "points", "labels", "box", "mask"}.')
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Output folder: <name>/NNNNN.png palette masks (DAVIS layout) and exports.")
+@click.option("--overlay/--no-overlay", default=True, show_default=True,
+              help="Also write overlay.mp4.")
+@click.option("--coco/--no-coco", default=True, show_default=True,
+              help="Also write masks_coco.json (COCO RLE per frame and track).")
+@click.option("--fps", type=float, default=24.0, show_default=True, help="Overlay video fps.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@model_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages.")
+@user_errors
+def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, overwrite, preset,
+              checkpoint, device, dtype, quiet):
+    """Track objects through VIDEO (a video file or a folder of JPEG frames).
+
+    Prompts go on any frames; tracking runs forwards from the earliest prompted frame and
+    backwards before it. All outputs are written atomically into OUT.
+    """
+    from masklet.predictor.video import VideoPredictor
+
+    prompts = [parse_inline(p) for p in inline]
+    if prompt_file is not None:
+        prompts += read_prompt_file(prompt_file)
+    if not prompts:
+        raise CliError("give at least one --prompt or a --prompts file")
+    check_out_dir(out_dir, overwrite)
+    model = load_model(preset, checkpoint, device, quiet)
+    predictor = VideoPredictor(model, progress=not quiet)
+    with autocast(model.device, dtype):
+        state = predictor.init_state(str(video))
+        for p in prompts:
+            _apply(predictor, state, p)
+        labels = _track(predictor, state)
+    name = Path(video).stem if Path(video).is_file() else Path(video).name
+    _write_outputs(out_dir, overwrite, name, state, labels, overlay, coco, fps, quiet)
+    if not quiet:
+        click.echo(f"tracked {len(state.obj_ids)} object(s) over {len(labels)} frames; "
+                   f"wrote {out_dir}/")
+
+
+def _apply(predictor, state, p: VideoPrompt) -> None:
+    if p.mask is not None:
+        from masklet.io.images import load_image
+
+        mask = load_image(p.mask)[..., 0] > 0
+        if mask.shape != (state.video_height, state.video_width):
+            raise CliError(f"mask {p.mask} is {mask.shape[1]}x{mask.shape[0]}, the video is "
+                           f"{state.video_width}x{state.video_height}")
+        predictor.add_new_mask(state, p.frame, p.obj_id, mask)
+        return
+    predictor.add_new_points_or_box(
+        state, p.frame, p.obj_id, points=p.points or None,
+        labels=p.labels or None, box=p.box, clear_old_points=False if not p.box else True)
+
+
+def _track(predictor, state) -> dict[int, np.ndarray]:
+    """Label map (uint8 object ids) of every frame."""
+    from masklet.export import label_map_from_masks
+
+    labels: dict[int, np.ndarray] = {}
+    for reverse in (False, True):
+        for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, reverse=reverse):
+            masks = (logits[:, 0] > 0).cpu().numpy()
+            labels[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks)))
+    return dict(sorted(labels.items()))
+
+
+def _write_outputs(out_dir, overwrite, name, state, labels, overlay, coco, fps, quiet):
+    from masklet.export import (OverlayVideoWriter, atomic_dir, masks_from_label_map,
+                                video_masks_to_coco, write_json)
+    from masklet.export.masks import write_palette_png
+
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        seq = tmp / name
+        seq.mkdir()
+        for frame_idx, label_map in labels.items():
+            write_palette_png(seq / f"{frame_idx:05d}.png", label_map)
+        if overlay:
+            with OverlayVideoWriter(tmp / "overlay.mp4", fps=fps) as writer:
+                for frame_idx, label_map in labels.items():
+                    writer.write(state.source.get(frame_idx), label_map)
+        if coco:
+            frames = [masks_from_label_map(labels[i]) for i in sorted(labels)]
+            write_json(tmp / "masks_coco.json", video_masks_to_coco(name, frames))
