@@ -33,11 +33,25 @@ def frames_dir(tmp_path_factory):
     return out
 
 
+def _upcast_reference_memory(ref) -> None:
+    """The reference crashes on CPU in fp32 when a frame's memory holds only its bf16
+    spatial memories (no object pointer yet, e.g. tracking before the first prompted
+    frame). Upcasting them, as masklet does, leaves every other case unchanged (there the
+    concatenation with fp32 pointers already upcasts) and gives the numbers to match."""
+    original = ref.memory_attention.forward
+
+    def forward(*args, memory, **kwargs):
+        return original(*args, memory=memory.float(), **kwargs)
+
+    ref.memory_attention.forward = forward
+
+
 class VideoPair:
     def __init__(self, preset: str, image_size: int, frames_dir):
         self.ref = build_reference(preset, video=True, overrides=[
             "++model.fill_hole_area=0", f"++model.image_size={image_size}"])
         self.ref.fill_hole_area = 0  # its CUDA-only hole filling is skipped on CPU anyway
+        _upcast_reference_memory(self.ref)
         config = get_config(preset).with_image_size(image_size)
         model = build_model(config, checkpoint=self.ref.state_dict())
         self.ours = VideoPredictor(model, fill_hole_area=0, progress=False)
@@ -140,15 +154,7 @@ def test_clear_prompts_in_frame(pair):
     pair.propagate(max_frame_num_to_track=6)
 
 
-def test_propagation_starting_before_the_prompt(pair, monkeypatch):
-    """The reference crashes here on CPU in fp32 (bf16 memories alone reach its attention);
-    with the memories upcast, as masklet does, its numbers are the ones to match."""
-    attention = pair.ref.memory_attention
-    original = attention.forward
-
-    def upcast(*args, memory, **kwargs):
-        return original(*args, memory=memory.float(), **kwargs)
-
-    monkeypatch.setattr(attention, "forward", upcast)
+def test_propagation_starting_before_the_prompt(pair):
+    """Tracking frames before the prompted one (the reference's CPU crash case, upcast)."""
     pair.both("add_new_points_or_box", 3, 1, points=[[420, 260]], labels=[1])
     pair.propagate(start_frame_idx=0, max_frame_num_to_track=6)

@@ -10,6 +10,7 @@ from masklet.checkpoint import CheckpointError
 from masklet.config import PRESETS, ModelConfig, get_config
 from masklet.predictor.image import ImagePredictor
 from masklet.predictor.video import VideoPredictor
+from masklet.tracking.streaming import StreamingTracker
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "CheckpointError",
     "ImagePredictor",
     "ModelConfig",
+    "StreamingTracker",
     "VideoPredictor",
     "build_model",
     "get_config",

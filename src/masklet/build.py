@@ -37,13 +37,16 @@ def build_model(
             message names the missing / unexpected keys and the preset it fits).
     """
     config = preset if isinstance(preset, ModelConfig) else get_config(preset)
-    model = SAM2Model(config)
-    if checkpoint is None:
-        log.warning("no checkpoint given: %s has random weights", config.name)
-    else:
+    state = None
+    if checkpoint is not None:
         is_file = not isinstance(checkpoint, dict)
         state = read_state_dict(checkpoint) if is_file else checkpoint
+        # Checked before the model is allocated, so a wrong file fails fast and cheaply.
         check_fits(state, config, source=str(checkpoint) if is_file else "state dict")
+    model = SAM2Model(config)
+    if state is None:
+        log.warning("no checkpoint given: %s has random weights", config.name)
+    else:
         model.load_state_dict(state, strict=True)
     model.to(device or "cpu")
     return model.eval() if eval_mode else model.train()

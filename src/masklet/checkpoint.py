@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +77,17 @@ def save_safetensors(state_dict: StateDict, path: str | os.PathLike) -> None:
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of a model, built on the meta device (no memory, fast)."""
+    return dict(_shapes_of(config))
+
+
+@functools.lru_cache(maxsize=32)
+def _shapes_of(config: ModelConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    # Cached: `closest_preset` asks for every preset each time a checkpoint does not fit.
     from masklet.modeling.sam2 import SAM2Model
 
     with torch.device("meta"):
         model = SAM2Model(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
 
 
 def compare_keys(state_dict: StateDict, expected: dict[str, tuple[int, ...]]) -> KeyReport:

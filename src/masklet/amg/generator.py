@@ -146,7 +146,9 @@ class AutomaticMaskGenerator:
         return self._records(data)
 
     @staticmethod
-    def postprocess_small_regions(mask_data: MaskData, min_area: int, nms_thresh: float) -> MaskData:
+    def postprocess_small_regions(
+        mask_data: MaskData, min_area: int, nms_thresh: float
+    ) -> MaskData:
         """SAM 1 style cleanup of full-resolution masks, in place (as the official helper).
 
         Fills holes and removes islands smaller than `min_area` pixels in every mask of
@@ -180,7 +182,9 @@ class AutomaticMaskGenerator:
     def _generate_masks(self, image: np.ndarray) -> MaskData:
         """All surviving masks of `image` [H, W, 3], as numpy fields (see `_process_crop`)."""
         orig_hw = image.shape[:2]
-        crop_boxes, layers = generate_crop_boxes(orig_hw, self.crop_n_layers, self.crop_overlap_ratio)
+        crop_boxes, layers = generate_crop_boxes(
+            orig_hw, self.crop_n_layers, self.crop_overlap_ratio
+        )
         data = MaskData()
         for crop_box, layer in zip(crop_boxes, layers):
             data.cat(self._process_crop(image, crop_box, layer, orig_hw))
@@ -269,7 +273,9 @@ class AutomaticMaskGenerator:
             (xy[:, None], labels), None, mask_input, multimask_output, return_logits=True
         )
 
-    def _refine_with_m2m(self, data: MaskData, low_res: torch.Tensor, crop_hw: tuple[int, int]) -> None:
+    def _refine_with_m2m(
+        self, data: MaskData, low_res: torch.Tensor, crop_hw: tuple[int, int]
+    ) -> None:
         """Replace masks / iou_preds by a second single-mask pass prompted with each mask's
         own click plus its low-res logits `low_res` [N, 256, 256]."""
         # The first-pass masks are superseded; free them before decoding again.
@@ -355,7 +361,9 @@ def _resolve_point_grids(
                          "(set points_per_side=None to use point_grids)")
     if point_grids is None:
         if not isinstance(downscale, int) or downscale < 1:
-            raise ValueError(f"crop_n_points_downscale_factor must be an int >= 1, got {downscale!r}")
+            raise ValueError(
+                f"crop_n_points_downscale_factor must be an int >= 1, got {downscale!r}"
+            )
         if not isinstance(points_per_side, int) or points_per_side < downscale**crop_n_layers:
             raise ValueError(
                 f"points_per_side={points_per_side!r} leaves no points in crop layer "
@@ -369,7 +377,9 @@ def _resolve_point_grids(
                          f"needs one per layer ({crop_n_layers + 1})")
     for i, grid in enumerate(grids):
         if grid.ndim != 2 or grid.shape[1] != 2 or grid.shape[0] == 0:
-            raise ValueError(f"point_grids[{i}] must have shape [N, 2] with N >= 1, got {grid.shape}")
+            raise ValueError(
+                f"point_grids[{i}] must have shape [N, 2] with N >= 1, got {grid.shape}"
+            )
         if grid.min() < 0.0 or grid.max() > 1.0:
             raise ValueError(f"point_grids[{i}] must hold (x, y) in [0, 1] units of the crop")
     return grids
