@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from masklet import __version__
+from masklet.cli.auto import auto_cmd, auto_video_cmd
+from masklet.cli.evaluate import eval_cmd
 from masklet.cli.image import image_cmd
 from masklet.cli.info import info_cmd
 from masklet.cli.video import video_cmd
@@ -19,3 +21,6 @@ def main() -> None:
 main.add_command(image_cmd)
 main.add_command(video_cmd)
 main.add_command(info_cmd)
+main.add_command(auto_cmd)
+main.add_command(auto_video_cmd)
+main.add_command(eval_cmd)
