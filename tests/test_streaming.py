@@ -90,7 +90,7 @@ def bedroom40(tmp_path_factory):
 
 def _record(results: dict, frame_idx, obj_ids, masks) -> None:
     """Keep the newest mask of every object on every frame (later results replace earlier)."""
-    results.setdefault(frame_idx, {}).update(zip(obj_ids, masks))
+    results.setdefault(frame_idx, {}).update(zip(obj_ids, masks, strict=True))
 
 
 def _stream(session, actions=None) -> dict:
@@ -98,10 +98,10 @@ def _stream(session, actions=None) -> dict:
     which replaces the frame's result: it holds every object the session now has)."""
     results: dict = {}
     for frame in session:
-        results[frame.frame_idx] = dict(zip(frame.obj_ids, frame.masks))
+        results[frame.frame_idx] = dict(zip(frame.obj_ids, frame.masks, strict=True))
         for action in (actions or {}).get(frame.frame_idx, ()):
             update = action(session)
-            results[update.frame_idx] = dict(zip(update.obj_ids, update.masks))
+            results[update.frame_idx] = dict(zip(update.obj_ids, update.masks, strict=True))
     return results
 
 
@@ -275,7 +275,7 @@ def _check_bounded(model, num_frames: int, prefetch: int = 2) -> None:
     max_ptrs = model.config.max_obj_ptrs_in_encoder
     counts = set()
     last = None
-    for frame_idx, obj_ids, masks in session:
+    for frame_idx, _, masks in session:
         if frame_idx == 30:
             session.add_box(2, [30, 30, 60, 60])
         last = weakref.ref(masks)
@@ -336,15 +336,16 @@ def test_remove_and_readd_objects(fast_model, bedroom12):
 def test_png_sink_writes_palette_pngs(fast_model, bedroom12, tmp_path):
     sink = PngMaskSink(tmp_path / "masks")
     seen = []
-    session = StreamingTracker(fast_model).start(str(bedroom12), sinks=[sink, lambda *r: seen.append(r[0])])
+    session = StreamingTracker(fast_model).start(
+        str(bedroom12), sinks=[sink, lambda frame_idx, obj_ids, masks: seen.append(frame_idx)])
     session.add_points(1, [[480, 270]], [1])
     session.add_box(3, [100, 100, 400, 350])
     shown = {}
     for frame_idx, obj_ids, masks in session:
-        shown[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks)))
+        shown[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks, strict=True)))
         if frame_idx == 6:
             _, obj_ids, masks = session.add_points(3, [[300, 200]], [0], clear_old_points=False)
-            shown[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks)))
+            shown[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks, strict=True)))
     assert seen == list(range(7)) + [6] + list(range(7, 12))  # the correction re-emits
     files = sorted(p.name for p in (tmp_path / "masks").iterdir())
     assert files == [f"{i:05d}.png" for i in range(12)]  # no temporary files left

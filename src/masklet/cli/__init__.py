@@ -6,6 +6,7 @@ import click
 
 from masklet import __version__
 from masklet.cli.auto import auto_cmd, auto_video_cmd
+from masklet.cli.demo import demo_cmd
 from masklet.cli.evaluate import eval_cmd
 from masklet.cli.image import image_cmd
 from masklet.cli.info import info_cmd
@@ -24,3 +25,4 @@ main.add_command(info_cmd)
 main.add_command(auto_cmd)
 main.add_command(auto_video_cmd)
 main.add_command(eval_cmd)
+main.add_command(demo_cmd)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from masklet.tracking.state import PointPrompt
 
 # Official point labels: -1 padding, 0 negative click, 1 positive click,
 # 2 / 3 top-left / bottom-right box corners.
@@ -95,3 +98,56 @@ def merge_box_and_points(
         return box_xy, labels
     coords, point_labels = points
     return torch.cat([box_xy, coords], dim=1), torch.cat([labels, point_labels.int()], dim=1)
+
+
+def point_prompt(
+    points,
+    labels,
+    box,
+    *,
+    frame_hw: tuple[int, int],
+    image_size: int,
+    device: torch.device,
+    normalize: bool = True,
+) -> PointPrompt:
+    """Clicks ([N, 2] (x, y), labels [N]) and/or a box [4] of one video object -> model clicks.
+
+    Coordinates are source pixels (``normalize``) or [0, 1] units. The box becomes the
+    first two points (labels 2 and 3), as in the official predictor. Shared by the
+    offline and streaming video predictors so the same prompt gives the same input.
+    """
+    if points is None and box is None:
+        raise PromptError("give points (with labels) or a box")
+    coords = np.zeros((0, 2))
+    labs = np.zeros((0,), dtype=np.int64)
+    if points is not None or labels is not None:
+        coords, labs = check_points(points, labels)
+        coords, labs = coords.reshape(-1, 2), labs.reshape(-1)
+    if box is not None:
+        corners = check_box(box).reshape(-1, 2)
+        if corners.shape[0] != 2:
+            raise PromptError("a video prompt takes one box [4]")
+        coords = np.concatenate([corners, coords])
+        labs = np.concatenate([[2, 3], labs])
+    check_in_frame(coords, frame_hw, not normalize, "point")
+    height, width = frame_hw
+    xy = torch.as_tensor(coords, dtype=torch.float32)[None]
+    if normalize:
+        # Normalise then scale (not one combined factor) to round like the official code.
+        xy = xy / torch.tensor([width, height])
+    xy = xy * image_size
+    lab = torch.as_tensor(labs, dtype=torch.int32)[None]
+    return PointPrompt(xy.to(device), lab.to(device))
+
+
+def mask_prompt(mask, *, image_size: int, device: torch.device) -> torch.Tensor:
+    """A binary mask [H, W] (bool or 0/1, any size) -> [1, 1, S, S] float 0/1 model input."""
+    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+    if m.ndim != 2 or m.numel() == 0:
+        raise PromptError(f"mask must be a non-empty 2-D [H, W] array, got shape {tuple(m.shape)}")
+    m = m.bool()[None, None].float().to(device)
+    if tuple(m.shape[-2:]) != (image_size, image_size):
+        m = F.interpolate(m, size=(image_size, image_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        m = (m >= 0.5).float()
+    return m

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 from masklet.io import open_frames
 from masklet.modeling.sam2 import NO_OBJ_SCORE, SAM2Model
 from masklet.postprocess import fill_holes
-from masklet.predictor.prompts import PromptError, check_box, check_in_frame, check_points
+from masklet.predictor.prompts import PromptError, mask_prompt, point_prompt
 from masklet.tracking.session import VideoSession
 from masklet.tracking.state import FrameOutput, ObjectState, PointPrompt
 from masklet.tracking.step import decode_frame, encode_memory, non_overlapping
@@ -115,42 +114,16 @@ class VideoPredictor:
     def add_new_mask(self, state: VideoSession, frame_idx: int, obj_id: int, mask) -> FrameResult:
         """Give one object's mask ([H, W] bool/0-1, any size) on one frame."""
         frame_idx = state.check_frame(frame_idx)
-        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
-        if m.ndim != 2 or m.numel() == 0:
-            raise PromptError(f"mask must be a non-empty 2-D [H, W] array, got shape {tuple(m.shape)}")
-        size = self.model.image_size
-        m = m.bool()[None, None].float().to(state.device)
-        if tuple(m.shape[-2:]) != (size, size):
-            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=True)
-            m = (m >= 0.5).float()
+        m = mask_prompt(mask, image_size=self.model.image_size, device=state.device)
         obj = state.object_for_prompt(obj_id)
         obj.mask_inputs[frame_idx] = m
         obj.point_inputs.pop(frame_idx, None)
         return self._interact(state, obj, frame_idx, points=None, mask=m)
 
     def _point_prompt(self, state, points, labels, box, normalize_coords) -> PointPrompt:
-        if points is None and box is None:
-            raise PromptError("give points (with labels) or a box")
-        hw = (state.video_height, state.video_width)
-        coords = np.zeros((0, 2))
-        labs = np.zeros((0,), dtype=np.int64)
-        if points is not None or labels is not None:
-            coords, labs = check_points(points, labels)
-            coords, labs = coords.reshape(-1, 2), labs.reshape(-1)
-        if box is not None:
-            corners = check_box(box).reshape(-1, 2)
-            if corners.shape[0] != 2:
-                raise PromptError("a video prompt takes one box [4]")
-            coords = np.concatenate([corners, coords])
-            labs = np.concatenate([[2, 3], labs])
-        check_in_frame(coords, hw, not normalize_coords, "point")
-        xy = torch.as_tensor(coords, dtype=torch.float32)[None]
-        if normalize_coords:
-            xy = xy / torch.tensor([state.video_width, state.video_height])
-        xy = (xy * self.model.image_size).to(state.device)
-        lab = torch.as_tensor(labs, dtype=torch.int32)[None].to(state.device)
-        return PointPrompt(xy, lab)
+        return point_prompt(points, labels, box, frame_hw=(state.video_height, state.video_width),
+                            image_size=self.model.image_size, device=state.device,
+                            normalize=normalize_coords)
 
     def _interact(self, state, obj: ObjectState, frame_idx, points, mask) -> FrameResult:
         is_init = frame_idx not in obj.frames_tracked

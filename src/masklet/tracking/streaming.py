@@ -31,7 +31,8 @@ from masklet.tracking.sinks import MaskSink
 from masklet.tracking.state import ObjectState
 from masklet.tracking.stream_bank import StreamStepper
 from masklet.tracking.step import non_overlapping
-from masklet.tracking.stream_prompts import QueuedPrompt, check_obj_id, mask_prompt, point_prompt
+from masklet.predictor.prompts import mask_prompt, point_prompt
+from masklet.tracking.stream_prompts import QueuedPrompt, check_obj_id
 
 
 class TrackedFrame(NamedTuple):
