@@ -38,6 +38,16 @@ NO_AUGMENT = AugmentConfig(hflip_prob=0, degrees=0, shear=0, brightness=0, contr
                            frame_saturation=0, grayscale_prob=0)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Training tests run single-threaded: much faster on a shared 2-core machine, where
+    threads of one op wait on each other; the setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _square(size: int, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
     mask = torch.zeros(size, size, dtype=torch.bool)
     mask[y0:y1, x0:x1] = True
@@ -281,7 +291,6 @@ def test_train_config_round_trips_through_json(tmp_path):
 
 # ---------------------------------------------------------------- training loop
 def test_a_few_steps_lower_the_loss(tmp_path):
-    torch.set_num_threads(1)  # single thread: faster on a shared 2-core machine
     cfg = _tiny_config(
         tmp_path, max_steps=12, augment=NO_AUGMENT,
         sources=(DataSource("synthetic", num_videos=1, video_frames=4),),
@@ -295,8 +304,8 @@ def test_a_few_steps_lower_the_loss(tmp_path):
 
 
 def test_resume_continues_identically(tmp_path):
-    torch.set_num_threads(1)
-    straight = Trainer(_tiny_config(tmp_path / "a")).fit()
+    # The uninterrupted run loads its data in a worker process: same samples either way.
+    straight = Trainer(_tiny_config(tmp_path / "a", num_workers=1)).fit()
     split = _tiny_config(tmp_path / "b", resume=True)
     first_half = Trainer(split).fit(until=2)
     assert first_half.final_step == 2 and first_half.checkpoint.is_file()
@@ -306,7 +315,7 @@ def test_resume_continues_identically(tmp_path):
     expected = [h.loss for h in straight.history]
     got = [h.loss for h in first_half.history + second_half.history]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
-    final = Trainer(_tiny_config(tmp_path / "a", resume=True)).model.state_dict()
+    final = Trainer(_tiny_config(tmp_path / "a", num_workers=1, resume=True)).model.state_dict()
     for name, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, final[name], rtol=1e-6, atol=1e-7)
     # The checkpoint is an official-layout file: build_model reads it directly.
@@ -315,7 +324,6 @@ def test_resume_continues_identically(tmp_path):
 
 
 def test_fine_tuning_starts_from_an_official_layout_checkpoint(tmp_path):
-    torch.set_num_threads(1)
     torch.manual_seed(99)
     source = build_model(NANO_CONFIG.with_image_size(64))
     path = tmp_path / "official.pt"
@@ -355,7 +363,6 @@ def _free_port() -> int:
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
-    torch.set_num_threads(1)
     cfg = _tiny_config(tmp_path, batch_size=2, backend="gloo", device="cpu")
     assert "WORLD_SIZE" not in os.environ
     single = Trainer(cfg)

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from masklet.data import SyntheticVideoConfig, VOSDataset, generate_video, load_sa1b, load_sav
+from masklet.data import (
+    SyntheticVideoConfig,
+    VOSDataset,
+    generate_video,
+    load_sa1b,
+    load_sav,
+)
 from masklet.data.png import load_rgb
 from masklet.train.augment import TrainSample, augment_clip
 from masklet.train.config import AugmentConfig, DataSource
@@ -220,8 +226,7 @@ class TrainStream:
         self.cycle = [i for i, (_, weight) in enumerate(sources) for _ in range(weight)]
         self.seed, self.batch_size, self.size = seed, batch_size, size
         self.augment, self.slots = augment, slots
-        self._perm_key: tuple[int, int] | None = None
-        self._perm = np.empty(0, dtype=np.int64)
+        self._perms: dict[int, tuple[int, np.ndarray]] = {}  # source -> (epoch, order)
 
     def source_of(self, step: int) -> tuple[int, int]:
         """(source index, how many earlier steps used that source)."""
@@ -231,11 +236,11 @@ class TrainStream:
 
     def _item(self, src: int, position: int) -> int:
         epoch, offset = divmod(position, len(self.sources[src]))
-        if self._perm_key != (src, epoch):
-            rng = np.random.default_rng([self.seed, src, epoch])
-            self._perm = rng.permutation(len(self.sources[src]))
-            self._perm_key = (src, epoch)
-        return int(self._perm[offset])
+        if self._perms.get(src, (None,))[0] != epoch:
+            order = np.random.default_rng([self.seed, src, epoch]).permutation(
+                len(self.sources[src]))
+            self._perms[src] = (epoch, order)
+        return int(self._perms[src][1][offset])
 
     def sample(self, step: int, slot: int) -> TrainSample:
         """The augmented sample at ``slot`` of the global batch of ``step``."""

@@ -84,7 +84,7 @@ class LossTerms:
     loss_iou: torch.Tensor
     loss_class: torch.Tensor
 
-    def __add__(self, other: "LossTerms") -> "LossTerms":
+    def __add__(self, other: LossTerms) -> LossTerms:
         return LossTerms(*(getattr(self, n) + getattr(other, n) for n in TERM_NAMES))
 
     def weighted_total(self, cfg: LossConfig) -> torch.Tensor:

@@ -17,7 +17,13 @@ from masklet.tracking.state import FrameOutput
 from masklet.tracking.step import condition_on_memory, encode_memory
 from masklet.train.config import PromptConfig
 from masklet.train.losses import DecoderPass
-from masklet.train.prompts import Points, PromptPlan, add_points, initial_prompt, sample_clicks
+from masklet.train.prompts import (
+    Points,
+    PromptPlan,
+    add_points,
+    initial_prompt,
+    sample_clicks,
+)
 
 
 def _first_pass(

@@ -1,0 +1,153 @@
+"""End-to-end tests of the `masklet` command on real files, reading every output back."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from conftest import require_data
+
+from masklet.cli import main
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def run(runner, *args, code=0):
+    result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def video12(tmp_path_factory):
+    """The first 12 bedroom frames as a JPEG folder."""
+    src = require_data("videos", "bedroom")
+    out = tmp_path_factory.mktemp("clip") / "bedroom"
+    out.mkdir()
+    for i in range(12):
+        (out / f"{i:05d}.jpg").symlink_to(src / f"{i:05d}.jpg")
+    return out
+
+
+def _palette_ids(path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.mode == "P"
+        return np.asarray(im)
+
+
+def test_image_outputs(runner, tmp_path):
+    photo = require_data("images", "truck.jpg")
+    out = tmp_path / "img"
+    run(runner, "image", photo, "-p", "900,600", "-p", "300,250:0", "-o", out, "-q")
+    assert sorted(p.name for p in out.iterdir()) == ["mask.png", "masks.json", "overlay.png"]
+    ids = _palette_ids(out / "mask.png")
+    assert ids.shape == (1200, 1800) and set(np.unique(ids)) <= {0, 1}
+    coco = json.loads((out / "masks.json").read_text())
+    decoded = mask_utils.decode(coco["annotations"][0]["segmentation"])
+    assert np.array_equal(decoded.astype(bool), ids == 1)
+    with Image.open(out / "overlay.png") as im:
+        assert im.size == (1800, 1200)
+
+
+def test_image_multimask(runner, tmp_path):
+    out = tmp_path / "m"
+    result = run(runner, "image", require_data("images", "groceries.jpg"), "-p", "400,300",
+                 "-o", out)
+    assert {"mask_0.png", "mask_1.png", "mask_2.png"} <= {p.name for p in out.iterdir()}
+    assert "predicted IoU" in result.output
+
+
+def test_video_outputs(runner, tmp_path, video12):
+    out = tmp_path / "vid"
+    run(runner, "video", video12, "--prompt", "0:1:point=400,220", "--prompt",
+        "3:2:box=150,120,290,400", "-o", out, "-q")
+    pngs = sorted((out / "bedroom").glob("*.png"))
+    assert [p.stem for p in pngs] == [f"{i:05d}" for i in range(12)]
+    ids = _palette_ids(pngs[5])
+    assert ids.shape == (540, 960) and set(np.unique(ids)) <= {0, 1, 2}
+    coco = json.loads((out / "masks_coco.json").read_text())
+    assert {a["track_id"] for a in coco["annotations"]} <= {1, 2}
+    for ann in coco["annotations"][:5]:
+        assert mask_utils.area(ann["segmentation"]) == ann["area"]
+    with av.open(str(out / "overlay.mp4")) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 12 and frames[0].shape == (540, 960, 3)
+
+
+def test_video_prompt_file(runner, tmp_path, video12):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"frame": 0, "obj": 4, "points": [[400, 220]],
+                                    "labels": [1]}]))
+    out = tmp_path / "v"
+    run(runner, "video", video12, "--prompts", prompts, "-o", out, "-q", "--no-overlay",
+        "--no-coco")
+    assert len(list((out / "bedroom").glob("*.png"))) == 12
+    assert not (out / "overlay.mp4").exists()
+
+
+def test_info(runner, tmp_path):
+    assert "sam2.1_hiera_large" in run(runner, "info").output
+    from masklet import build_model
+    from masklet.checkpoint import save_safetensors
+
+    path = tmp_path / "tiny.safetensors"
+    save_safetensors(build_model("masklet_nano").state_dict(), path)
+    assert "fits preset: masklet_nano" in run(runner, "info", path).output
+
+
+def test_eval(runner, tmp_path):
+    gt = require_data("davis2016-train")
+    pred = tmp_path / "pred" / "cows"
+    pred.mkdir(parents=True)
+    for src in sorted((gt / "Annotations" / "480p" / "cows").glob("*.png"))[:10]:
+        ids = (np.asarray(Image.open(src)) > 0).astype(np.uint8)
+        Image.fromarray(ids).save(pred / src.name)
+    csv = tmp_path / "jf.csv"
+    result = run(runner, "eval", pred.parent, gt, "--csv", csv)
+    assert "J&F" in result.output and csv.is_file()
+
+
+BAD_INPUT = [
+    (["image", "missing.jpg", "-p", "1,1"], "not found"),
+    (["image", "{notimage}", "-p", "1,1"], "cannot read image"),
+    (["image", "{photo}", "-p", "5000,10"], "outside"),
+    (["image", "{photo}", "-p", "5,10", "--model", "sam3_giant", "--checkpoint", "{ckpt}"],
+     "unknown preset"),
+    (["image", "{photo}", "-p", "5,10", "--model", "sam2.1_hiera_small", "--checkpoint",
+      "{ckpt}"], "does not fit preset"),
+    (["video", "{notvideo}", "--prompt", "0:1:point=1,1"], "notes.mp4"),
+    (["video", "{clip}", "--prompt", "40:1:point=1,1"], "out of range"),
+    (["video", "{clip}", "--prompt", "0:1:point=2000,1"], "outside"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT)
+def test_bad_input_exits_2_and_writes_nothing(runner, tmp_path, video12, args, message):
+    from masklet import build_model
+    from masklet.checkpoint import save_safetensors
+
+    ckpt = tmp_path / "nano.safetensors"
+    save_safetensors(build_model("masklet_nano").state_dict(), ckpt)
+    (tmp_path / "notes.mp4").write_text("not a video")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    values = dict(photo=require_data("images", "truck.jpg"), notimage=tmp_path / "notes.jpg",
+                  notvideo=tmp_path / "notes.mp4", clip=video12, ckpt=ckpt)
+    out = tmp_path / "out"
+    argv = [a.format(**values) for a in args] + ["-o", str(out)]
+    if "--checkpoint" not in argv:
+        argv += ["--checkpoint", str(ckpt)]
+    result = runner.invoke(main, argv)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("masklet: error")]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
