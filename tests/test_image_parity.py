@@ -46,16 +46,10 @@ def _open_rgb(path):
         return im.convert("RGB")
 
 
-_PAIRS: dict[str, Pair] = {}
-
-
-@pytest.fixture(params=PRESET_PARAMS)
+@pytest.fixture(params=PRESET_PARAMS, scope="module")
 def pair(request) -> Pair:
-    # One model pair per preset for the whole module: building and embedding dominate.
-    if request.param not in _PAIRS:
-        _PAIRS.clear()
-        _PAIRS[request.param] = Pair(request.param)
-    return _PAIRS[request.param]
+    # Module scope: pytest then runs every test of one preset before building the next.
+    return Pair(request.param)
 
 
 def test_state_dict_keys_are_official(pair):

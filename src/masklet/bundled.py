@@ -17,9 +17,9 @@ BUNDLED_WEIGHTS = "nano.safetensors"
 
 def bundled_preset() -> str:
     """Name of the preset the bundled weights belong to."""
-    from masklet.train.nano import NANO_NAME
+    from masklet.config import NANO_PRESET
 
-    return NANO_NAME
+    return NANO_PRESET
 
 
 def bundled_checkpoint() -> Path:

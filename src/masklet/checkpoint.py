@@ -66,13 +66,11 @@ def save_safetensors(state_dict: StateDict, path: str | os.PathLike) -> None:
     """Write weights as safetensors, atomically (a temp file renamed into place)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from masklet.export.atomic import atomic_path
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

@@ -139,6 +139,26 @@ def _official_presets() -> dict[str, ModelConfig]:
 
 PRESETS: dict[str, ModelConfig] = _official_presets()
 
+# A small demo model, not an official size: the SAM 2.1 architecture shrunk for CPU
+# training (about 2.5 M parameters, 256 px input). masklet trains it itself and ships
+# it as the default when no checkpoint is given (see masklet.bundled).
+NANO_PRESET = "masklet_nano"
+PRESETS[NANO_PRESET] = ModelConfig(
+    name=NANO_PRESET,
+    trunk=HieraConfig(
+        embed_dim=32,
+        num_heads=1,
+        stages=(1, 1, 3, 1),
+        global_att_blocks=(4,),  # the last block of stage 3, as the official sizes end it
+        window_pos_embed_bkg_spatial_size=(7, 7),
+        # At 256 px the stage grids are 64, 32, 16 and 8 tokens wide.
+        window_spec=(8, 4, 8, 8),
+    ),
+    memory=MemoryConfig(mem_dim=16, attention_layers=2, attention_ffn_dim=256),
+    image_size=256,
+    d_model=64,  # mem_dim keeps the official ratio 4: a pointer still makes 4 tokens
+)
+
 # Short names people type: "tiny" is the newest generation.
 ALIASES: dict[str, str] = {
     **{size: f"sam2.1_hiera_{size}" for size in _TRUNKS},
