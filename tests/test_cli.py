@@ -151,3 +151,15 @@ def test_bad_input_exits_2_and_writes_nothing(runner, tmp_path, video12, args, m
     assert len(lines) == 1 and message in lines[0], result.output
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_video_stream_equals_offline(runner, tmp_path, video12):
+    args = ["video", video12, "--prompt", "0:1:point=400,220", "--no-overlay", "--no-coco", "-q"]
+    run(runner, *args, "-o", tmp_path / "offline")
+    run(runner, *args, "--stream", "-o", tmp_path / "stream")
+    for png in sorted((tmp_path / "offline" / "bedroom").glob("*.png")):
+        assert np.array_equal(_palette_ids(png), _palette_ids(tmp_path / "stream" / "bedroom" /
+                                                               png.name)), png.name
+    bad = runner.invoke(main, [str(a) for a in args] + ["--stream", "--prompt", "3:2:point=5,5",
+                                                        "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "frame 0 only" in bad.output

@@ -26,11 +26,13 @@ from masklet.cli.prompts import VideoPrompt, parse_inline, read_prompt_file
 @click.option("--coco/--no-coco", default=True, show_default=True,
               help="Also write masks_coco.json (COCO RLE per frame and track).")
 @click.option("--fps", type=float, default=24.0, show_default=True, help="Overlay video fps.")
+@click.option("--stream", is_flag=True,
+              help="Stream the video in bounded memory (prompts on frame 0 only).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages.")
 @user_errors
-def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, overwrite, preset,
+def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, overwrite, preset,
               checkpoint, device, dtype, quiet):
     """Track objects through VIDEO (a video file or a folder of JPEG frames).
 
@@ -45,7 +47,15 @@ def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, overwrite
     if not prompts:
         raise CliError("give at least one --prompt or a --prompts file")
     check_out_dir(out_dir, overwrite)
+    if stream and any(p.frame != 0 for p in prompts):
+        raise CliError("--stream takes prompts on frame 0 only")
     model = load_model(preset, checkpoint, device, quiet)
+    if stream:
+        with autocast(model.device, dtype):
+            state, labels = _stream(model, video, prompts, quiet)
+        name = Path(video).stem if Path(video).is_file() else Path(video).name
+        _write_outputs(out_dir, overwrite, name, state, labels, overlay, coco, fps, quiet)
+        return
     predictor = VideoPredictor(model, progress=not quiet)
     with autocast(model.device, dtype):
         state = predictor.init_state(str(video))
@@ -72,6 +82,36 @@ def _apply(predictor, state, p: VideoPrompt) -> None:
     predictor.add_new_points_or_box(
         state, p.frame, p.obj_id, points=p.points or None,
         labels=p.labels or None, box=p.box, clear_old_points=False if not p.box else True)
+
+
+def _stream(model, video, prompts: list[VideoPrompt], quiet: bool):
+    """Track with the streaming tracker; returns (the frame source holder, label maps)."""
+    from tqdm.auto import tqdm
+
+    from masklet.export import label_map_from_masks
+    from masklet.io import open_frames
+    from masklet.tracking.streaming import StreamingTracker
+
+    source = open_frames(str(video))
+    session = StreamingTracker(model).start(source)
+    for p in prompts:
+        if p.mask is not None:
+            raise CliError("--stream takes click and box prompts")
+        session.add_points(p.obj_id, p.points or None, p.labels or None, box=p.box)
+    labels: dict[int, np.ndarray] = {}
+    with session:
+        for frame_idx, obj_ids, logits in tqdm(session, total=session.num_frames,
+                                               disable=quiet, desc="stream"):
+            masks = (logits[:, 0] > 0).cpu().numpy()
+            labels[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks)))
+    return _Frames(open_frames(str(video))), labels
+
+
+class _Frames:
+    """Just what `_write_outputs` reads from a session: the frame source."""
+
+    def __init__(self, source) -> None:
+        self.source = source
 
 
 def _track(predictor, state) -> dict[int, np.ndarray]:
