@@ -65,6 +65,7 @@ def auto_cmd(image, out_dir, overwrite, preset, checkpoint, device, dtype, quiet
         write_palette_png(tmp / "labels.png", labels)
         write_overlay_png(tmp / "overlay.png", rgb, labels)
         coco = image_masks_to_coco([{"file_name": Path(image).name,
+                                     "height": rgb.shape[0], "width": rgb.shape[1],
                                      "masks": [r["segmentation"] for r in records],
                                      "scores": [r["predicted_iou"] for r in records]}])
         write_json(tmp / "masks.json", coco)

@@ -142,4 +142,6 @@ def _write_outputs(out_dir, overwrite, name, state, labels, overlay, coco, fps, 
                     writer.write(state.source.get(frame_idx), label_map)
         if coco:
             frames = [masks_from_label_map(labels[i]) for i in sorted(labels)]
-            write_json(tmp / "masks_coco.json", video_masks_to_coco(name, frames))
+            h, w = next(iter(labels.values())).shape
+            write_json(tmp / "masks_coco.json",
+                       video_masks_to_coco(name, frames, height=h, width=w))

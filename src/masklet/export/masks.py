@@ -203,16 +203,19 @@ def image_masks_to_coco(
 
     Args:
         images: one dict per image with ``file_name``, ``masks`` ([N, H, W] or a
-            list of [H, W]), and optionally ``scores`` [N] and ``category_ids`` [N]
-            (default 1).
+            list of [H, W]), and optionally ``scores`` [N], ``category_ids`` [N]
+            (default 1) and ``height`` / ``width`` (needed when there is no mask).
         categories: COCO categories; by default one ``object_<id>`` per id used.
     """
     out_images, annotations, used = [], [], set()
     for image_id, entry in enumerate(images, start=1):
         masks = [to_numpy_mask(m) for m in entry["masks"]]
-        if not masks:
-            raise ValueError(f"{entry['file_name']}: no masks (give its size with at least one mask)")
-        height, width = masks[0].shape
+        if masks:
+            height, width = masks[0].shape
+        elif "height" in entry and "width" in entry:
+            height, width = int(entry["height"]), int(entry["width"])
+        else:
+            raise ValueError(f"{entry['file_name']}: no masks, and no height / width given")
         out_images.append(
             {"id": image_id, "file_name": entry["file_name"], "height": height, "width": width}
         )
