@@ -3,13 +3,6 @@
 # model (offline): writes masks, an overlay video and COCO JSON into ./masklet-demo.
 # Uses the active virtual environment, or creates ./.venv.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [ -z "${VIRTUAL_ENV:-}" ]; then
-    [ -d .venv ] || python3 -m venv .venv
-    # shellcheck disable=SC1091
-    . .venv/bin/activate
-fi
-python -m pip install -q --upgrade pip
-python -m pip install -q torch==2.13.0
+. "$(dirname "$0")/_env.sh"
 python -m pip install -q -e .
 masklet demo -o masklet-demo "$@"

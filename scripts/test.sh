@@ -3,14 +3,7 @@
 # test-only reference oracle), then run the default test suite.
 # Uses the active virtual environment, or creates ./.venv.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [ -z "${VIRTUAL_ENV:-}" ]; then
-    [ -d .venv ] || python3 -m venv .venv
-    # shellcheck disable=SC1091
-    . .venv/bin/activate
-fi
-python -m pip install -q --upgrade pip
-python -m pip install -q torch==2.13.0
+. "$(dirname "$0")/_env.sh"
 python -m pip install -q -e ".[test]"
 SAM2_BUILD_CUDA=0 python -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
 python -m pytest "$@"
