@@ -119,7 +119,8 @@ def _track(predictor, state) -> dict[int, np.ndarray]:
     from masklet.export import label_map_from_masks
 
     labels: dict[int, np.ndarray] = {}
-    for reverse in (False, True):
+    first = min(f for obj in state.objects.values() for f in obj.input_frames())
+    for reverse in (False, True) if first > 0 else (False,):
         for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, reverse=reverse):
             masks = (logits[:, 0] > 0).cpu().numpy()
             labels[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks)))
