@@ -163,3 +163,19 @@ def test_video_stream_equals_offline(runner, tmp_path, video12):
     bad = runner.invoke(main, [str(a) for a in args] + ["--stream", "--prompt", "3:2:point=5,5",
                                                         "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "frame 0 only" in bad.output
+
+
+def test_auto_and_auto_video(runner, tmp_path, video12):
+    loose = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-thresh", "0"]
+    out = tmp_path / "auto"
+    result = run(runner, "auto", require_data("images", "groceries.jpg"), "-o", out, *loose)
+    coco = json.loads((out / "masks.json").read_text())
+    assert f"{len(coco['annotations'])} masks" in result.output
+    labels = _palette_ids(out / "labels.png")
+    assert labels.shape == (coco["images"][0]["height"], coco["images"][0]["width"])
+    vout = tmp_path / "autovideo"
+    run(runner, "auto-video", video12, "-o", vout, "--every", "5", "--max-objects", "3",
+        *loose, "-q")
+    pngs = sorted((vout / "bedroom").glob("*.png"))
+    assert len(pngs) == 12
+    assert max(int(_palette_ids(p).max()) for p in pngs) <= 3
