@@ -15,11 +15,10 @@ from tqdm.auto import tqdm
 
 from masklet.io import open_frames
 from masklet.modeling.sam2 import NO_OBJ_SCORE, SAM2Model
-from masklet.postprocess import fill_holes
 from masklet.predictor.prompts import PromptError, mask_prompt, point_prompt
 from masklet.tracking.session import VideoSession
 from masklet.tracking.state import FrameOutput, ObjectState, PointPrompt
-from masklet.tracking.step import decode_frame, encode_memory, non_overlapping
+from masklet.tracking.step import memory_of_prompted, non_overlapping, track_frame
 
 FrameResult = tuple[int, list[int], torch.Tensor]
 
@@ -134,43 +133,32 @@ class VideoPredictor:
             prev = obj.current_output(frame_idx, is_cond)
             if prev is not None:
                 prev_logits = prev.pred_masks.to(state.device).clamp(-32.0, 32.0)
-        out, _ = self._run_frame(state, obj, frame_idx, is_init, points, mask, reverse,
-                                 run_mem_encoder=False, prev_logits=prev_logits)
+        out = self._run_frame(state, obj, frame_idx, is_init, points, mask, reverse,
+                              run_mem_encoder=False, prev_logits=prev_logits)
         (obj.pending_cond if is_cond else obj.pending_non_cond)[frame_idx] = out
         return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
 
     # ------------------------------------------------------------- inference
     def _run_frame(self, state, obj, frame_idx, is_init, points, mask, reverse,
-                   run_mem_encoder, prev_logits=None) -> tuple[FrameOutput, torch.Tensor]:
-        """Track one object on one frame; returns the stored output and the shown logits."""
+                   run_mem_encoder, prev_logits=None) -> FrameOutput:
+        """Track one object on one frame; the output's pred_masks are what is shown."""
         feats = state.frame_features(self.model, frame_idx)
-        sam = decode_frame(self.model, feats, frame_idx, is_init, points, mask,
+        return track_frame(self.model, feats, frame_idx, is_init, points, mask,
                            obj.cond_outputs, obj.non_cond_outputs, state.num_frames, reverse,
-                           prev_logits)
-        memory = None
-        if run_mem_encoder and self.model.num_maskmem > 0:
-            memory = encode_memory(self.model, feats, sam.high_res_masks,
-                                   sam.object_score_logits, is_mask_from_pts=points is not None)
-        shown = sam.low_res_masks
-        if self.fill_hole_area > 0:
-            shown = fill_holes(shown, self.fill_hole_area, fill_value=0.1)
-        return FrameOutput(shown, sam.obj_ptr, sam.object_score_logits, memory), shown
+                           run_mem_encoder=run_mem_encoder, fill_hole_area=self.fill_hole_area,
+                           prev_mask_logits=prev_logits)
 
     def _commit_pending(self, state: VideoSession) -> None:
         """Encode memories of prompted frames and move them into the memory bank."""
         if not state.objects:
             raise RuntimeError("no object has a prompt: add points, a box or a mask first")
-        size = self.model.image_size
         for obj in state.objects.values():
             for pending, store in ((obj.pending_non_cond, obj.non_cond_outputs),
                                    (obj.pending_cond, obj.cond_outputs)):
                 for frame_idx, out in pending.items():
                     if out.maskmem_features is None:
                         feats = state.frame_features(self.model, frame_idx)
-                        high = F.interpolate(out.pred_masks.to(state.device), size=(size, size),
-                                             mode="bilinear", align_corners=False)
-                        out.maskmem_features = encode_memory(
-                            self.model, feats, high, out.object_score_logits, True)
+                        out.maskmem_features = memory_of_prompted(self.model, feats, out)
                     store[frame_idx] = out
                     if self.clear_non_cond_mem_around_input:
                         self._clear_around(obj, frame_idx)
@@ -216,9 +204,10 @@ class VideoPredictor:
             if self.clear_non_cond_mem_around_input:
                 self._clear_around(obj, frame_idx)
         else:
-            out, logits = self._run_frame(state, obj, frame_idx, False, None, None, reverse,
-                                          run_mem_encoder=True)
+            out = self._run_frame(state, obj, frame_idx, False, None, None, reverse,
+                                  run_mem_encoder=True)
             obj.non_cond_outputs[frame_idx] = out
+            logits = out.pred_masks
         obj.frames_tracked[frame_idx] = reverse
         return logits
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import torch
 
+import torch.nn.functional as F
+
 from masklet.modeling.sam2 import ImageFeatures, SAM2Model, SamHeadOutput
 from masklet.tracking.memory_bank import Outputs, gather_memory
-from masklet.tracking.state import PointPrompt
+from masklet.postprocess import fill_holes
+from masklet.tracking.state import FrameOutput, PointPrompt
 
 # Stored memories are kept in bf16, as in the official predictor; matching it keeps
 # results identical to the reference and halves the memory bank's size.
 MEMORY_DTYPE = torch.bfloat16
+# Logit written into filled holes of shown masks (the official video predictor's value).
+HOLE_FILL_LOGIT = 0.1
 
 
 def _seq_first(x: torch.Tensor) -> torch.Tensor:
@@ -127,3 +132,42 @@ def non_overlapping(masks: torch.Tensor) -> torch.Tensor:
     winner = torch.argmax(masks, dim=0, keepdim=True)
     ids = torch.arange(masks.shape[0], device=masks.device)[:, None, None, None]
     return torch.where(winner == ids, masks, masks.clamp(max=-10.0))
+
+
+def track_frame(
+    model: SAM2Model,
+    feats: ImageFeatures,
+    frame_idx: int,
+    is_init_cond_frame: bool,
+    points: PointPrompt | None,
+    mask_inputs: torch.Tensor | None,
+    cond: Outputs,
+    non_cond: Outputs,
+    num_frames: int | None,
+    reverse: bool,
+    *,
+    run_mem_encoder: bool,
+    fill_hole_area: int,
+    prev_mask_logits: torch.Tensor | None = None,
+) -> FrameOutput:
+    """`decode_frame`, then (optionally) its memory, and the shown low-res logits with small
+    holes filled: the per-object step shared by the offline and streaming predictors."""
+    sam = decode_frame(model, feats, frame_idx, is_init_cond_frame, points, mask_inputs, cond,
+                       non_cond, num_frames, reverse, prev_mask_logits)
+    memory = None
+    if run_mem_encoder and model.num_maskmem > 0:
+        # Encoded from the decoder's own mask, before hole filling (official order).
+        memory = encode_memory(model, feats, sam.high_res_masks, sam.object_score_logits,
+                               is_mask_from_pts=points is not None)
+    shown = sam.low_res_masks
+    if fill_hole_area > 0:
+        shown = fill_holes(shown, fill_hole_area, fill_value=HOLE_FILL_LOGIT)
+    return FrameOutput(shown, sam.obj_ptr, sam.object_score_logits, memory)
+
+
+def memory_of_prompted(model: SAM2Model, feats: ImageFeatures, out: FrameOutput) -> torch.Tensor:
+    """Memory of a prompted / corrected output, from the mask the user saw (binarised)."""
+    size = model.image_size
+    high = F.interpolate(out.pred_masks.to(feats.image_embed.device), size=(size, size),
+                         mode="bilinear", align_corners=False)
+    return encode_memory(model, feats, high, out.object_score_logits, is_mask_from_pts=True)

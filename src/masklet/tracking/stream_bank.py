@@ -18,18 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
-import torch.nn.functional as F
 
 from masklet.modeling.sam2 import ImageFeatures, SAM2Model
-from masklet.postprocess import fill_holes
 from masklet.tracking.memory_bank import recent_frame_indices
 from masklet.tracking.state import FrameOutput, ObjectState
-from masklet.tracking.step import decode_frame, encode_memory
+from masklet.tracking.step import memory_of_prompted, track_frame
 from masklet.tracking.stream_prompts import QueuedPrompt
-
-# Logit written into filled holes (the official video predictor's value).
-_HOLE_FILL_LOGIT = 0.1
 
 
 class StreamStepper:
@@ -53,21 +47,12 @@ class StreamStepper:
             raise RuntimeError(f"object {obj.obj_id} has no output on frame {frame_idx}")
         return out
 
-    def _shown(self, low_res_masks: torch.Tensor) -> torch.Tensor:
-        if self.fill_hole_area > 0:
-            return fill_holes(low_res_masks, self.fill_hole_area, fill_value=_HOLE_FILL_LOGIT)
-        return low_res_masks
-
     def track(self, obj: ObjectState, frame_idx: int, feats: ImageFeatures) -> None:
         """Decode an object on a new frame from its memory, and remember the frame."""
-        sam = decode_frame(self.model, feats, frame_idx, False, None, None, obj.cond_outputs,
-                           obj.non_cond_outputs, self.num_frames, False)
-        memory = None
-        if self.model.num_maskmem > 0:
-            memory = encode_memory(self.model, feats, sam.high_res_masks,
-                                   sam.object_score_logits, is_mask_from_pts=False)
-        obj.non_cond_outputs[frame_idx] = FrameOutput(
-            self._shown(sam.low_res_masks), sam.obj_ptr, sam.object_score_logits, memory)
+        obj.non_cond_outputs[frame_idx] = track_frame(
+            self.model, feats, frame_idx, False, None, None, obj.cond_outputs,
+            obj.non_cond_outputs, self.num_frames, False, run_mem_encoder=True,
+            fill_hole_area=self.fill_hole_area)
 
     def apply_prompt(self, obj: ObjectState, frame_idx: int, feats: ImageFeatures,
                      prompt: QueuedPrompt) -> None:
@@ -90,25 +75,20 @@ class StreamStepper:
         prev_logits = None
         if points is not None and frame_idx in store:
             prev_logits = store[frame_idx].pred_masks.clamp(-32.0, 32.0)
-        sam = decode_frame(self.model, feats, frame_idx, is_init, points, prompt.mask,
-                           obj.cond_outputs, obj.non_cond_outputs, self.num_frames, False,
-                           prev_logits)
-        store[frame_idx] = FrameOutput(self._shown(sam.low_res_masks), sam.obj_ptr,
-                                       sam.object_score_logits)
+        store[frame_idx] = track_frame(
+            self.model, feats, frame_idx, is_init, points, prompt.mask, obj.cond_outputs,
+            obj.non_cond_outputs, self.num_frames, False, run_mem_encoder=False,
+            fill_hole_area=self.fill_hole_area, prev_mask_logits=prev_logits)
 
     def commit(self, objects: Iterable[ObjectState], frame_idx: int,
                feats: ImageFeatures | None) -> None:
         """Encode the memories of prompted / corrected outputs on ``frame_idx``."""
-        size = self.model.image_size
         for obj in objects:
             out = obj.cond_outputs.get(frame_idx) or obj.non_cond_outputs.get(frame_idx)
             if out is None or out.has_memory:
                 continue
             assert feats is not None, "a decoded frame always has its features"
-            high = F.interpolate(out.pred_masks, size=(size, size), mode="bilinear",
-                                 align_corners=False)
-            out.maskmem_features = encode_memory(self.model, feats, high,
-                                                 out.object_score_logits, True)
+            out.maskmem_features = memory_of_prompted(self.model, feats, out)
 
     def forget_before(self, objects: Iterable[ObjectState], frame_idx: int) -> None:
         """Drop the tracked outputs that neither ``frame_idx`` nor later frames read.
