@@ -289,6 +289,24 @@ def test_train_config_round_trips_through_json(tmp_path):
         TrainConfig.from_dict({"modle": "x"})
 
 
+def test_command_line_overrides_reach_the_config():
+    from masklet.train.__main__ import _parser, build_config
+    args = _parser().parse_args([
+        "--model", "masklet_nano", "--source", "synthetic@3", "--source", "vos:/d@1",
+        "--num-videos", "40", "--lr", "1e-3", "--mask-weight", "1", "--dice-weight", "2",
+        "--correction-points", "3", "--no-resume"])
+    cfg = build_config(args)
+    assert cfg.model == "masklet_nano" and not cfg.resume
+    assert [(s.kind, s.path, s.weight, s.num_videos) for s in cfg.sources] == [
+        ("synthetic", None, 3, 40), ("vos", "/d", 1, 40)]
+    assert cfg.optim.base_lr == 1e-3
+    assert (cfg.loss.mask_weight, cfg.loss.dice_weight) == (1.0, 2.0)
+    assert cfg.prompts.num_correction_points == 3
+    default = build_config(_parser().parse_args([]))
+    assert (default.loss.mask_weight, default.loss.dice_weight) == (20.0, 1.0)
+    assert default.prompts.num_correction_points == TrainConfig().prompts.num_correction_points
+
+
 # ---------------------------------------------------------------- training loop
 def test_a_few_steps_lower_the_loss(tmp_path):
     cfg = _tiny_config(

@@ -10,6 +10,7 @@ from masklet.cli.demo import demo_cmd
 from masklet.cli.evaluate import eval_cmd
 from masklet.cli.image import image_cmd
 from masklet.cli.info import info_cmd
+from masklet.cli.serve import serve_cmd
 from masklet.cli.video import video_cmd
 
 
@@ -26,3 +27,4 @@ main.add_command(auto_cmd)
 main.add_command(auto_video_cmd)
 main.add_command(eval_cmd)
 main.add_command(demo_cmd)
+main.add_command(serve_cmd)

@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layer-decay", type=float)
     p.add_argument("--warmup", dest="warmup_steps", type=int)
     p.add_argument("--grad-clip", type=float)
+    p.add_argument("--mask-weight", type=float, help="focal-loss weight (recipe: 20)")
+    p.add_argument("--dice-weight", type=float, help="dice-loss weight (recipe: 1)")
+    p.add_argument("--correction-points", dest="num_correction_points", type=int,
+                   help="correction clicks per corrected frame (recipe: 7)")
     return p
 
 
@@ -81,6 +85,12 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
                                            "warmup_steps", "grad_clip")}
     config = replace(config, optim=replace(config.optim,
                                            **{k: v for k, v in optim.items() if v is not None}))
+    loss = {k: getattr(args, k) for k in ("mask_weight", "dice_weight")}
+    config = replace(config, loss=replace(config.loss,
+                                          **{k: v for k, v in loss.items() if v is not None}))
+    if args.num_correction_points is not None:
+        config = replace(config, prompts=replace(
+            config.prompts, num_correction_points=args.num_correction_points))
     return replace(config, resume=False) if args.no_resume else config
 
 

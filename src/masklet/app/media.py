@@ -1,0 +1,247 @@
+"""What the app can open: videos, frame folders and images, checked by really decoding them.
+
+Paths given by the user must resolve (symlinks followed) inside one of the configured
+roots; uploads are probed from their bytes, never from the name the browser sent.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from masklet.app.errors import AppError
+from masklet.export import atomic_write
+from masklet.io import JpegFolderSource, VideoFileSource, VideoReadError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+# Container name (PyAV's format.name) -> the extension an upload is stored under, so that
+# reopening it never lets FFmpeg pick a demuxer from a misleading name.
+_CONTAINER_SUFFIX = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
+
+
+@dataclass
+class Media:
+    """Everything the database records about an opened video or image set."""
+
+    kind: str  # "video" | "images"
+    location: Path  # a file, or the folder holding the frames
+    num_frames: int
+    width: int
+    height: int
+    fps: float | None
+    frame_names: list[str]
+    frame_sizes: list[list[int]] | None  # [[w, h], ...] for kind "images"
+
+    def frame_path(self, idx: int) -> Path:
+        return self.location / self.frame_names[idx] if self.location.is_dir() else self.location
+
+    def frame_size(self, idx: int) -> tuple[int, int]:
+        """(width, height) of one frame (image sets may mix sizes)."""
+        if self.frame_sizes is not None:
+            w, h = self.frame_sizes[idx]
+            return w, h
+        return self.width, self.height
+
+
+class PathPolicy:
+    """Which paths may be opened: those that resolve inside one of `roots`."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = [Path(r).resolve(strict=True) for r in roots]
+
+    def inside(self, real: Path) -> bool:
+        return any(real == root or root in real.parents for root in self.roots)
+
+    def resolve(self, raw: str) -> Path:
+        """The real path of `raw` (absolute, or relative to a root): 403 outside, 404 missing."""
+        if not raw or "\x00" in raw:
+            raise AppError(400, "give a path")
+        path = Path(raw).expanduser()
+        if ".." in path.parts:
+            raise AppError(403, f"{raw}: '..' is not allowed in paths")
+        if not self.roots:
+            raise AppError(403, "no folder may be opened by path: start the server with --roots")
+        candidates = [path] if path.is_absolute() else [root / path for root in self.roots]
+        for candidate in candidates:
+            real = candidate.resolve(strict=False)
+            if not self.inside(real):
+                continue
+            if not real.exists():
+                raise AppError(404, f"{raw}: no such file or folder")
+            return real
+        raise AppError(403, f"{raw} is outside the folders this server may open")
+
+
+def _decode_image(path: Path) -> tuple[int, int] | None:
+    """(width, height) if `path` fully decodes as an image, else None."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def _fps(path: Path) -> float | None:
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate
+            return float(rate) if rate else None
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None
+
+
+def _container_suffix(path: Path) -> str:
+    with av.open(str(path)) as container:
+        return _CONTAINER_SUFFIX.get(container.format.name, ".video")
+
+
+def probe_video_file(path: Path) -> Media:
+    """A video file that PyAV can index and decode (its first frame is decoded)."""
+    try:
+        source = VideoFileSource(path)
+    except (VideoReadError, av.error.FFmpegError, OSError) as err:
+        raise AppError(415, f"not a readable video or image: {err}") from None
+    with source:
+        num, width, height = source.num_frames, source.width, source.height
+    return Media("video", path, num, width, height, _fps(path), [path.name], None)
+
+
+def probe_image_file(path: Path) -> Media | None:
+    size = _decode_image(path)
+    if size is None:
+        return None
+    return Media("images", path, 1, size[0], size[1], None, [path.name], [list(size)])
+
+
+def probe_upload(path: Path) -> tuple[Media, str]:
+    """Decode an uploaded file: (its media, the suffix to store it under). 415 if neither."""
+    image = probe_image_file(path)
+    if image is not None:
+        with Image.open(path) as im:
+            suffix = "." + (im.format or "img").lower().replace("jpeg", "jpg")
+        return image, suffix
+    media = probe_video_file(path)
+    return media, _container_suffix(path)
+
+
+def _natural_key(path: Path) -> tuple[list[int | str], str]:
+    """Numbers in names compare as numbers ("9.jpg" before "10.jpg"), like masklet.io."""
+    parts = re.split(r"(\d+)", path.stem)
+    return [int(p) if p.isdigit() else p.lower() for p in parts], path.name
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir()
+             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=_natural_key)
+
+
+def probe_path(path: Path, kind: str | None, policy: PathPolicy) -> Media:
+    """Open a resolved path as `kind` (default: images for an image file, else video)."""
+    if path.is_file():
+        image = probe_image_file(path) if kind != "video" else None
+        if image is not None:
+            return image
+        if kind == "images":
+            raise AppError(415, f"{path.name} is not a readable image")
+        return probe_video_file(path)
+    if kind == "images":
+        return _probe_image_folder(path, policy)
+    try:
+        source = JpegFolderSource(path)
+    except VideoReadError as err:
+        raise AppError(415, str(err)) from None
+    _check_files_inside(source.paths, policy)
+    names = [p.name for p in source.paths]
+    return Media("video", path, len(names), source.width, source.height, None, names, None)
+
+
+def _check_files_inside(files: list[Path], policy: PathPolicy) -> None:
+    for file in files:
+        if not policy.inside(file.resolve()):
+            raise AppError(403, f"{file.name} links outside the folders this server may open")
+
+
+def _probe_image_folder(folder: Path, policy: PathPolicy) -> Media:
+    files = _image_files(folder)
+    if not files:
+        raise AppError(415, f"{folder}: the folder has no images")
+    _check_files_inside(files, policy)
+    sizes = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                sizes.append(list(image.size))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            raise AppError(415, f"{file.name} is not a readable image") from None
+    w, h = sizes[0]
+    return Media("images", folder, len(files), w, h, None, [f.name for f in files], sizes)
+
+
+def count_frames(folder: Path) -> int:
+    """How many frames `masklet` would read from a folder (0 if none)."""
+    try:
+        return len(_image_files(folder))
+    except OSError:
+        return 0
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+class FrameReader:
+    """RGB frames and page-ready JPEG bytes of one video, safe to call from many threads.
+
+    JPEG frame files are served as they are; other frames are decoded once and their
+    JPEG kept in `cache_dir`.
+    """
+
+    def __init__(self, media: Media, cache_dir: Path) -> None:
+        self.media = media
+        self.cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._video: VideoFileSource | None = None
+
+    def rgb(self, idx: int) -> np.ndarray:
+        if self.media.kind == "video" and self.media.location.is_file():
+            with self._lock:
+                if self._video is None:
+                    self._video = VideoFileSource(self.media.location)
+                return self._video.get(idx).copy()
+        path = self.media.frame_path(idx)
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as err:
+            raise AppError(415, f"{path.name}: cannot read the image ({err})") from None
+
+    def jpeg(self, idx: int) -> bytes:
+        path = self.media.frame_path(idx)
+        is_file = self.media.location.is_dir() or self.media.kind == "images"
+        if is_file and path.suffix.lower() in JPEG_SUFFIXES:
+            return path.read_bytes()
+        cached = self.cache_dir / f"{idx:06d}.jpg"
+        if cached.is_file():
+            return cached.read_bytes()
+        data = encode_jpeg(self.rgb(idx))
+        with atomic_write(cached) as f:
+            f.write(data)
+        return data
+
+    def close(self) -> None:
+        with self._lock:
+            if self._video is not None:
+                self._video.close()
+                self._video = None

@@ -1,0 +1,441 @@
+"""The app's core: videos, objects, frames and masks over the database, with locking.
+
+Concurrency rules:
+    - one `threading.Lock` per video serialises every mutation of that video (two tabs
+      clicking at once take turns); a mutation may carry ``expected_version`` and is
+      refused with 409 when the video moved on;
+    - while a tracking job runs on a video its mutations are refused (409), reads go on;
+    - model calls take `ModelHost.lock` (one at a time per process).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from masklet.app import store
+from masklet.app.browse import browse
+from masklet.app.db import Database, DataDirLock
+from masklet.app.editing import PromptEditor
+from masklet.app.errors import AppError, conflict, not_found
+from masklet.app.events import EventHub
+from masklet.app.exports import Exporter
+from masklet.app.maskcodec import (
+    check_color,
+    data_url,
+    decode_rle,
+    default_color,
+    label_map,
+    palette_png,
+    rle_bbox,
+)
+from masklet.app.media import FrameReader, Media, PathPolicy, probe_path, probe_upload
+from masklet.app.metrics import video_metrics
+from masklet.app.runtime import ImageRuntime, ModelHost, VideoRuntime
+from masklet.app.tracking import Tracker, TrackJob
+from masklet.io import VideoReadError
+from masklet.modeling.sam2 import SAM2Model
+
+LOCK_TIMEOUT_S = 120.0
+
+
+@dataclass
+class AppConfig:
+    """Settings of one app instance (what `masklet serve` takes)."""
+
+    data_dir: Path
+    roots: list[Path] = field(default_factory=list)
+    max_upload_mb: float = 500.0
+    idle_cap_s: float = 30.0
+    feature_cache_size: int = 4
+    max_open_videos: int = 4
+    bfloat16: bool = False  # model calls under bf16 autocast
+    model_name: str = ""  # shown by the page (the preset name)
+    demo_model: bool = False  # the bundled nano demo model is in use
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class AnnotationService:
+    """Everything the HTTP routes call; each public method is one API operation.
+
+    Prompt edits live in `prompts` (`PromptEditor`), tracking in `tracker` (`Tracker`)
+    and exports in `exporter` (`Exporter`).
+    """
+
+    def __init__(self, config: AppConfig, model: SAM2Model) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir).resolve()
+        for sub in ("uploads", "cache", "exports", "tmp"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._owner = DataDirLock(self.data_dir)
+        self.db = Database(self.data_dir / "masklet.db")
+        store.mark_interrupted_jobs(self.db)
+        self._clean_leftovers()
+        self.policy = PathPolicy(config.roots)
+        self.host = ModelHost(model, feature_cache_size=config.feature_cache_size,
+                              bfloat16=config.bfloat16)
+        self.hub = EventHub()
+        self.jobs: dict[int, TrackJob] = {}  # video id -> its running job
+        self._guard = threading.Lock()
+        self._video_locks: dict[int, threading.Lock] = {}
+        self._runtimes: OrderedDict[int, VideoRuntime | ImageRuntime] = OrderedDict()
+        self._readers: dict[int, FrameReader] = {}
+        self.prompts = PromptEditor(self)
+        self.tracker = Tracker(self)
+        self.exporter = Exporter(self)
+
+    def _clean_leftovers(self) -> None:
+        """Drop temporary uploads and upload folders whose insert never committed."""
+        shutil.rmtree(self.data_dir / "tmp", ignore_errors=True)
+        (self.data_dir / "tmp").mkdir()
+        known = {str(r[0]) for r in self.db.query("SELECT id FROM videos")}
+        for folder in (self.data_dir / "uploads").iterdir():
+            if folder.name not in known:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop tracking (finished frames are kept) and close files and the database."""
+        for job in list(self.jobs.values()):
+            job.cancel_and_wait(timeout=60.0)
+        with self._guard:
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()
+            self._runtimes.clear()
+        self.db.close()
+        self._owner.release()
+
+    # ------------------------------------------------------------------ locking
+    def video_row(self, video_id: int):
+        row = self.db.query_one("SELECT * FROM videos WHERE id = ?", (video_id,))
+        if row is None:
+            raise not_found(f"no video with id {video_id}")
+        return row
+
+    @contextmanager
+    def locked(self, video_id: int, expected_version: int | None = None, *,
+               during_tracking: bool = False) -> Iterator:
+        """Hold the video's lock; yields its row after the version and tracking checks."""
+        self.video_row(video_id)
+        with self._guard:
+            lock = self._video_locks.setdefault(video_id, threading.Lock())
+        if not lock.acquire(timeout=LOCK_TIMEOUT_S):
+            raise conflict("the video is busy; try again")
+        try:
+            row = self.video_row(video_id)
+            if video_id in self.jobs and not during_tracking:
+                raise conflict("tracking in progress; cancel it first", version=row["version"])
+            if expected_version is not None and expected_version != row["version"]:
+                raise conflict(f"stale version: expected {expected_version}, the video is at "
+                               f"{row['version']}; reload", version=row["version"])
+            yield row
+        finally:
+            lock.release()
+
+    def changed(self, video_id: int, version: int, what: str) -> None:
+        self.hub.publish(video_id, "changed", {"version": version, "what": what})
+
+    def register_job(self, job: TrackJob) -> None:
+        with self._guard:
+            self.jobs[job.video_id] = job
+
+    def unregister_job(self, job: TrackJob) -> None:
+        with self._guard:
+            if self.jobs.get(job.video_id) is job:
+                del self.jobs[job.video_id]
+
+    # ----------------------------------------------------------------- runtimes
+    def media(self, video_id: int) -> Media:
+        return store.media_of(self.video_row(video_id))
+
+    def reader(self, video_id: int) -> FrameReader:
+        with self._guard:
+            reader = self._readers.get(video_id)
+        if reader is None:
+            media = self.media(video_id)
+            with self._guard:
+                reader = self._readers.setdefault(
+                    video_id, FrameReader(media, self.data_dir / "cache" / str(video_id)))
+        return reader
+
+    def runtime(self, video_id: int) -> VideoRuntime | ImageRuntime:
+        """The video's model state, rebuilt from its stored prompts when not in memory.
+
+        Call with the video's lock held. The least recently used runtimes beyond
+        `max_open_videos` are forgotten (never one that is tracking).
+        """
+        with self._guard:
+            rt = self._runtimes.get(video_id)
+            if rt is not None:
+                self._runtimes.move_to_end(video_id)
+                return rt
+        media = self.media(video_id)
+        if media.kind == "video":
+            rt = VideoRuntime(self.host, media)
+        else:
+            rt = ImageRuntime(self.host, media, self.reader(video_id),
+                              cache_size=self.config.feature_cache_size)
+        try:
+            rt.build(store.active_actions(self.db, video_id))
+        except (VideoReadError, OSError) as err:
+            raise AppError(410, f"the video's frames cannot be read any more: {err}") from err
+        with self._guard:
+            self._runtimes[video_id] = rt
+            idle = [v for v in self._runtimes if v != video_id and v not in self.jobs]
+            for old in idle[: max(0, len(self._runtimes) - self.config.max_open_videos)]:
+                del self._runtimes[old]
+        return rt
+
+    def drop_runtime(self, video_id: int) -> None:
+        """Forget the model state (it is rebuilt from the database on next use)."""
+        with self._guard:
+            self._runtimes.pop(video_id, None)
+
+    # ------------------------------------------------------------------- videos
+    def summary(self, row) -> dict:
+        return store.video_summary(row, row["id"] in self.jobs)
+
+    def list_videos(self) -> list[dict]:
+        rows = self.db.query("SELECT * FROM videos ORDER BY id DESC")
+        return [self.summary(r) for r in rows]
+
+    def detail(self, video_id: int) -> dict:
+        row = self.video_row(video_id)
+        can_undo, can_redo = store.undo_redo_flags(self.db, video_id)
+        media = store.media_of(row)
+        return {**self.summary(row), "objects": store.objects(self.db, video_id),
+                "frame_names": media.frame_names, "frame_sizes": media.frame_sizes,
+                "can_undo": can_undo, "can_redo": can_redo,
+                "track": self.tracker.current(video_id)}
+
+    def open_path(self, raw: str, kind: str | None, name: str | None) -> dict:
+        if kind not in (None, "video", "images"):
+            raise AppError(400, f"kind must be 'video' or 'images', got {kind!r}")
+        path = self.policy.resolve(raw)
+        media = probe_path(path, kind, self.policy)
+        with self.db.transaction() as conn:
+            video_id = store.insert_video(conn, name or path.stem or path.name, "path", media)
+        return self.summary(self.video_row(video_id))
+
+    def add_upload(self, tmp: Path, filename: str, name: str | None) -> dict:
+        """Store a decoded upload under uploads/<id>/; `tmp` is consumed either way."""
+        folder = None
+        try:
+            media, suffix = probe_upload(tmp)
+            stem = Path(filename or "upload").stem or "upload"
+            with self.db.transaction() as conn:
+                video_id = store.insert_video(conn, name or stem, "upload", media)
+                folder = self.data_dir / "uploads" / str(video_id)
+                folder.mkdir()
+                final = folder / f"{'image' if media.kind == 'images' else 'video'}{suffix}"
+                conn.execute("UPDATE videos SET location = ?, frame_names = ? WHERE id = ?",
+                             (str(final), json.dumps([final.name]), video_id))
+                tmp.rename(final)
+        except BaseException:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self.summary(self.video_row(video_id))
+
+    def rename_video(self, video_id: int, name: str, expected_version: int | None) -> dict:
+        name = _clean_name(name)
+        with self.locked(video_id, expected_version), self.db.transaction() as conn:
+            conn.execute("UPDATE videos SET name = ? WHERE id = ?", (name, video_id))
+            version = store.bump_version(conn, video_id)
+        self.changed(video_id, version, "video")
+        return self.summary(self.video_row(video_id))
+
+    def delete_video(self, video_id: int, expected_version: int | None) -> None:
+        with self.locked(video_id, expected_version) as row:
+            with self.db.transaction() as conn:
+                conn.execute("DELETE FROM videos WHERE id = ?", (video_id,))
+            self.drop_runtime(video_id)
+            with self._guard:
+                reader = self._readers.pop(video_id, None)
+            if reader is not None:
+                reader.close()
+            for sub in ("cache", "exports") + (("uploads",) if row["source"] == "upload" else ()):
+                shutil.rmtree(self.data_dir / sub / str(video_id), ignore_errors=True)
+        self.hub.forget(video_id)
+
+    # ------------------------------------------------------------------ objects
+    def object_row(self, video_id: int, obj: int):
+        row = self.db.query_one("SELECT * FROM objects WHERE video_id = ? AND id = ?",
+                                (video_id, obj))
+        if row is None:
+            raise not_found(f"video {video_id} has no object {obj}")
+        return row
+
+    def create_object(self, video_id: int, *, name: str | None, color: str | None,
+                      obj: int | None, expected_version: int | None) -> dict:
+        with self.locked(video_id, expected_version):
+            taken = {r[0] for r in self.db.query("SELECT id FROM objects WHERE video_id = ?",
+                                                 (video_id,))}
+            if obj is None:
+                obj = next((i for i in range(1, 256) if i not in taken), None)
+                if obj is None:
+                    raise conflict("a video holds at most 255 objects")
+            elif not 1 <= obj <= 255:
+                raise AppError(400, f"object ids are 1..255, got {obj}")
+            elif obj in taken:
+                raise conflict(f"object {obj} already exists")
+            with self.db.transaction() as conn:
+                self.insert_object(conn, video_id, obj, name, color)
+                version = store.bump_version(conn, video_id)
+        self.changed(video_id, version, "object")
+        return {"object": store.object_json(self.object_row(video_id, obj)), "version": version}
+
+    def insert_object(self, conn, video_id: int, obj: int, name: str | None = None,
+                      color: str | None = None) -> None:
+        """Add an object inside the caller's transaction (default name and DAVIS colour)."""
+        color = _color(color) if color is not None else default_color(obj)
+        name = _clean_name(name) if name is not None else f"object {obj}"
+        conn.execute("INSERT INTO objects (video_id, id, name, color, created_at) "
+                     "VALUES (?, ?, ?, ?, ?)", (video_id, obj, name, color, time.time()))
+        store.record_event(conn, video_id, "object", obj=obj)
+
+    def update_object(self, video_id: int, obj: int, *, name: str | None, color: str | None,
+                      expected_version: int | None) -> dict:
+        with self.locked(video_id, expected_version):
+            self.object_row(video_id, obj)
+            with self.db.transaction() as conn:
+                if name is not None:
+                    conn.execute("UPDATE objects SET name = ? WHERE video_id = ? AND id = ?",
+                                 (_clean_name(name), video_id, obj))
+                if color is not None:
+                    conn.execute("UPDATE objects SET color = ? WHERE video_id = ? AND id = ?",
+                                 (_color(color), video_id, obj))
+                store.record_event(conn, video_id, "object", obj=obj)
+                version = store.bump_version(conn, video_id)
+        self.changed(video_id, version, "object")
+        return {"object": store.object_json(self.object_row(video_id, obj)), "version": version}
+
+    def delete_object(self, video_id: int, obj: int, expected_version: int | None) -> dict:
+        with self.locked(video_id, expected_version):
+            self.object_row(video_id, obj)
+            try:
+                with self.db.transaction() as conn:
+                    conn.execute("DELETE FROM objects WHERE video_id = ? AND id = ?",
+                                 (video_id, obj))
+                    store.record_event(conn, video_id, "object", obj=obj)
+                    version = store.bump_version(conn, video_id)
+            finally:
+                # Rebuilt without the object on next use; cheaper than keeping two truths.
+                self.drop_runtime(video_id)
+        self.changed(video_id, version, "object")
+        return {"version": version}
+
+    # ------------------------------------------------------------ frames, masks
+    def check_frame(self, video_id: int, frame: int) -> Media:
+        media = self.media(video_id)
+        if not 0 <= frame < media.num_frames:
+            raise not_found(f"frame {frame} is out of range: the video has {media.num_frames} "
+                            f"frames (0..{media.num_frames - 1})")
+        return media
+
+    def frame_jpeg(self, video_id: int, frame: int) -> bytes:
+        self.check_frame(video_id, frame)
+        return self.reader(video_id).jpeg(frame)
+
+    def frame_masks(self, video_id: int, frame: int) -> tuple[Media, list]:
+        media = self.check_frame(video_id, frame)
+        return media, store.shown_masks(self.db, video_id, frame)
+
+    def mask_png(self, video_id: int, frame: int) -> tuple[bytes, int, list[int]]:
+        """(palette PNG of the frame's shown masks, the video version, objects drawn)."""
+        media, rows = self.frame_masks(video_id, frame)
+        w, h = media.frame_size(frame)
+        masks = {r["obj"]: decode_rle(r["rle"], h, w) for r in rows if r["area"] > 0}
+        colors = {o["id"]: o["color"] for o in store.objects(self.db, video_id)}
+        version = self.video_row(video_id)["version"]
+        return palette_png(label_map(masks, h, w), colors), version, sorted(masks)
+
+    def mask_json(self, video_id: int, frame: int) -> dict:
+        media, rows = self.frame_masks(video_id, frame)
+        w, h = media.frame_size(frame)
+        objs = [{"id": r["obj"], "source": r["source"], "stale": bool(r["stale"]),
+                 "area": r["area"], "bbox": rle_bbox(r["rle"], h, w),
+                 "rle": {"size": [h, w], "counts": r["rle"]}} for r in rows]
+        return {"frame": frame, "version": self.video_row(video_id)["version"], "width": w,
+                "height": h, "objects": objs}
+
+    def frame_result(self, video_id: int, frame: int, version: int, action_id: int | None,
+                     score: float | None = None, obj: int | None = None) -> dict:
+        """What a prompt-like mutation answers: the frame's new masks, ready to draw."""
+        png, _, drawn = self.mask_png(video_id, frame)
+        return {"version": version, "frame": frame, "object": obj, "action_id": action_id,
+                "mask_png": data_url(png), "objects": drawn, "score": score}
+
+    def timeline(self, video_id: int) -> dict:
+        row = self.video_row(video_id)
+        prompted: dict[str, list[int]] = {}
+        for frame, obj in store.prompts_by_key(self.db, video_id):
+            prompted.setdefault(str(frame), []).append(obj)
+        masked: dict[str, list[int]] = {}
+        stale: set[int] = set()
+        for r in store.shown_masks(self.db, video_id, with_rle=False):
+            if r["area"] > 0:
+                masked.setdefault(str(r["frame"]), []).append(r["obj"])
+            if r["stale"]:
+                stale.add(r["frame"])
+        return {"num_frames": row["num_frames"], "version": row["version"],
+                "prompted": prompted, "masked": masked, "stale": sorted(stale)}
+
+    def prepare(self, video_id: int, frame: int) -> dict:
+        self.check_frame(video_id, frame)
+        with self.locked(video_id, during_tracking=True):
+            self.runtime(video_id).prepare(frame)
+        return {"frame": frame, "cached": True}
+
+    # ---------------------------------------------------------- info, measures
+    def info(self) -> dict:
+        from masklet import __version__
+
+        model = self.host.model
+        return {"model": self.config.model_name or model.config.name,
+                "preset": model.config.name, "image_size": model.image_size,
+                "device": str(model.device), "demo_model": self.config.demo_model,
+                "version": __version__, "roots": [str(r) for r in self.policy.roots],
+                "max_upload_mb": self.config.max_upload_mb}
+
+    def browse(self, path: str | None) -> dict:
+        return browse(self.policy, path)
+
+    def metrics(self, video_id: int) -> dict:
+        row = self.video_row(video_id)
+        return video_metrics(self.db, video_id, row["num_frames"], self.config.idle_cap_s)
+
+    def prompt_list(self, video_id: int, frame: int | None, obj: int | None) -> dict:
+        """The prompts that shape the masks now, per (frame, object), in order."""
+        if frame is not None:
+            self.check_frame(video_id, frame)
+        if obj is not None:
+            self.object_row(video_id, obj)
+        by_key = store.prompts_by_key(self.db, video_id, obj=obj, frame=frame)
+        return {"prompts": [a.as_json() for actions in by_key.values() for a in actions]}
+
+
+def _clean_name(name: str) -> str:
+    name = " ".join(str(name).split())
+    if not name or len(name) > 200:
+        raise AppError(400, "a name must have 1 to 200 characters")
+    return name
+
+
+def _color(color: str) -> str:
+    try:
+        return check_color(color)
+    except ValueError as err:
+        raise AppError(400, str(err)) from None
