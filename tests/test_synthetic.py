@@ -134,3 +134,20 @@ def test_config_validation():
         SyntheticVideoConfig(num_frames=2, num_reentering=1)
     with pytest.raises(ValueError):
         SyntheticVideoConfig(min_radius=0.3, max_radius=0.2)
+
+
+def _median_step(video, label: int) -> float:
+    """Median per-frame displacement (px) of an object's mask centroid while visible."""
+    centres = [np.argwhere(m == label).mean(0) for m in video.masks if (m == label).any()]
+    return float(np.median(np.linalg.norm(np.diff(np.array(centres), axis=0), axis=1)))
+
+
+def test_motion_slows_objects_down():
+    fast = generate_video(11, SyntheticVideoConfig(num_frames=24, num_reentering=0))
+    slow = generate_video(11, SyntheticVideoConfig(num_frames=24, num_reentering=0, motion=0.25))
+    for label in (1, 2, 3):
+        assert _median_step(slow, label) < 0.5 * _median_step(fast, label)
+    still = generate_video(11, SyntheticVideoConfig(num_frames=6, num_reentering=0, motion=0))
+    assert _median_step(still, 1) < 3.0  # only scale and rotation jitter move the centroid
+    with pytest.raises(ValueError, match="motion"):
+        SyntheticVideoConfig(motion=1.5)

@@ -294,11 +294,11 @@ def test_command_line_overrides_reach_the_config():
     args = _parser().parse_args([
         "--model", "masklet_nano", "--source", "synthetic@3", "--source", "vos:/d@1",
         "--num-videos", "40", "--lr", "1e-3", "--mask-weight", "1", "--dice-weight", "2",
-        "--correction-points", "3", "--no-resume"])
+        "--correction-points", "3", "--synthetic-motion", "0.25", "--no-resume"])
     cfg = build_config(args)
     assert cfg.model == "masklet_nano" and not cfg.resume
-    assert [(s.kind, s.path, s.weight, s.num_videos) for s in cfg.sources] == [
-        ("synthetic", None, 3, 40), ("vos", "/d", 1, 40)]
+    assert [(s.kind, s.path, s.weight, s.num_videos, s.motion) for s in cfg.sources] == [
+        ("synthetic", None, 3, 40, 0.25), ("vos", "/d", 1, 40, 1.0)]
     assert cfg.optim.base_lr == 1e-3
     assert (cfg.loss.mask_weight, cfg.loss.dice_weight) == (1.0, 2.0)
     assert cfg.prompts.num_correction_points == 3
@@ -339,6 +339,17 @@ def test_resume_continues_identically(tmp_path):
     # The checkpoint is an official-layout file: build_model reads it directly.
     model = build_model(resumed.model_config, checkpoint=str(resumed.checkpoint_path))
     torch.testing.assert_close(model.state_dict(), resumed.model.state_dict())
+
+
+def test_command_line_until_stops_early_on_the_full_schedule(tmp_path):
+    from masklet.train.__main__ import main
+    cfg = _tiny_config(tmp_path, max_steps=6, log_every=0)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    main(["--config", str(path), "--until", "2"])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2
+    assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 2
 
 
 def test_fine_tuning_starts_from_an_official_layout_checkpoint(tmp_path):

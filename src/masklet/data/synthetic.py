@@ -42,6 +42,9 @@ class SyntheticVideoConfig:
         max_rotation: largest rotation speed, radians per frame.
         camera_pan: background travel over the video, fraction of max(height, width).
         noise_std: standard deviation of the per-pixel sensor noise (0 disables it).
+        motion: how far an object travels towards each next random waypoint (1: all the
+            way, the default; 0.25: a quarter, i.e. slower, DAVIS-like motion). Re-entering
+            objects still leave the frame completely.
     """
 
     num_frames: int = 8
@@ -56,6 +59,7 @@ class SyntheticVideoConfig:
     max_rotation: float = 0.3
     camera_pan: float = 0.05
     noise_std: float = 2.0
+    motion: float = 1.0
 
     def __post_init__(self) -> None:
         if min(self.num_frames, self.height, self.width, self.num_objects) < 1:
@@ -70,6 +74,8 @@ class SyntheticVideoConfig:
             raise ValueError("need 0 < min_radius <= max_radius <= 0.5")
         if not 0 <= self.scale_jitter < 1 or self.camera_pan < 0 or self.noise_std < 0:
             raise ValueError("need 0 <= scale_jitter < 1, camera_pan >= 0 and noise_std >= 0")
+        if not 0 <= self.motion <= 1:
+            raise ValueError("need 0 <= motion <= 1")
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,6 +144,15 @@ def _inside_points(rng: np.random.Generator, count: int, cfg: SyntheticVideoConf
     return low + rng.uniform(0, 1, size=(count, 2)) * (np.array([cfg.height, cfg.width]) - 2 * low)
 
 
+def _waypoints(rng: np.random.Generator, count: int, cfg: SyntheticVideoConfig) -> np.ndarray:
+    """Keyframe centres [count, 2]: random inside points, each reached only ``cfg.motion``
+    of the way from the previous centre (the same random draws whatever the motion)."""
+    points = _inside_points(rng, count, cfg)
+    for k in range(1, count):
+        points[k] = points[k - 1] + cfg.motion * (points[k] - points[k - 1])
+    return points
+
+
 def _outside_point(
     rng: np.random.Generator, side: int, reach: float, cfg: SyntheticVideoConfig
 ) -> np.ndarray:
@@ -170,7 +185,7 @@ def _random_entity(
         shape=shape,
         texture=texture,
         base_radius=float(rng.uniform(cfg.min_radius, cfg.max_radius) * min(cfg.height, cfg.width)),
-        centers=_ease(_inside_points(rng, len(times), cfg), times, cfg.num_frames),
+        centers=_ease(_waypoints(rng, len(times), cfg), times, cfg.num_frames),
         scales=scales,
         angles=rng.uniform(0, 2 * np.pi) + rng.uniform(-1, 1) * cfg.max_rotation * t,
         imitates=0 if model is None else model.label,

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--init-checkpoint", help="weights to fine-tune from (.pt / .safetensors)")
     p.add_argument("--source", action="append", help="data source KIND[:PATH][@WEIGHT]")
     p.add_argument("--num-videos", type=int, help="distinct synthetic videos")
+    p.add_argument("--synthetic-motion", type=float,
+                   help="synthetic object speed, 0..1 (default 1; 0.25 moves like DAVIS)")
     p.add_argument("--out", dest="output_dir", help="output folder")
     p.add_argument("--steps", dest="max_steps", type=int)
     p.add_argument("--batch-size", type=int, help="samples per step over all processes")
@@ -53,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int)
     p.add_argument("--device")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--until", type=int,
+                   help="stop after this step (the lr schedule still spans --steps)")
     p.add_argument("--lr", dest="base_lr", type=float)
     p.add_argument("--vision-lr", type=float)
     p.add_argument("--layer-decay", type=float)
@@ -81,6 +85,10 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     elif args.num_videos is not None:
         config = replace(config, sources=tuple(
             replace(s, num_videos=args.num_videos) for s in config.sources))
+    if args.synthetic_motion is not None:
+        config = replace(config, sources=tuple(
+            replace(s, motion=args.synthetic_motion) if s.kind == "synthetic" else s
+            for s in config.sources))
     optim = {k: getattr(args, k) for k in ("base_lr", "vision_lr", "layer_decay",
                                            "warmup_steps", "grad_clip")}
     config = replace(config, optim=replace(config.optim,
@@ -96,7 +104,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    result = run_training(build_config(_parser().parse_args(argv)))
+    args = _parser().parse_args(argv)
+    result = run_training(build_config(args), until=args.until)
     logging.getLogger("masklet.train").info("finished at step %d; checkpoint %s",
                                             result.final_step, result.checkpoint)
 

@@ -130,6 +130,7 @@ class DataSource:
         video_frames: synthetic video length (default: the clip length).
         max_objects: objects per sample (default: `TrainConfig.max_objects`).
         frames_path: SA-V frame folder.
+        motion: synthetic object speed (`SyntheticVideoConfig.motion`; 1 = full speed).
     """
 
     kind: str = "synthetic"
@@ -139,6 +140,7 @@ class DataSource:
     video_frames: int | None = None
     max_objects: int | None = None
     frames_path: str | None = None
+    motion: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:

@@ -81,9 +81,10 @@ class SyntheticSource:
     """Videos from `masklet.data.generate_video`, generated at the model's input size."""
 
     def __init__(self, *, num_videos: int, video_frames: int, size: int, num_frames: int,
-                 max_objects: int, seed: int, cache_size: int = 32) -> None:
+                 max_objects: int, seed: int, cache_size: int = 32, motion: float = 1.0) -> None:
         self.num_videos = num_videos
-        self.config = SyntheticVideoConfig(num_frames=video_frames, height=size, width=size)
+        self.config = SyntheticVideoConfig(num_frames=video_frames, height=size, width=size,
+                                           motion=motion)
         self.num_frames, self.max_objects, self.seed = num_frames, max_objects, seed
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
@@ -201,7 +202,8 @@ def build_source(spec: DataSource, *, size: int, num_frames: int, max_objects: i
     if spec.kind == "synthetic":
         return SyntheticSource(num_videos=spec.num_videos,
                                video_frames=spec.video_frames or num_frames, size=size,
-                               num_frames=num_frames, max_objects=objects, seed=seed)
+                               num_frames=num_frames, max_objects=objects, seed=seed,
+                               motion=spec.motion)
     if spec.kind == "vos":
         return VOSSource(spec.path, num_frames=num_frames, max_objects=objects)
     if spec.kind == "sav":

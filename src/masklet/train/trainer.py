@@ -273,8 +273,9 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def run_training(config: TrainConfig) -> TrainResult:
-    """Train as ``config`` says, on one process or as one of many under torchrun."""
+def run_training(config: TrainConfig, until: int | None = None) -> TrainResult:
+    """Train as ``config`` says, on one process or as one of many under torchrun; with
+    ``until``, stop after that step (the schedule still spans ``max_steps``)."""
     ctx = init_distributed(config.backend, config.device)
     try:
         trainer = Trainer(config, ctx=ctx)
@@ -283,6 +284,6 @@ def run_training(config: TrainConfig) -> TrainResult:
             out.mkdir(parents=True, exist_ok=True)
             with atomic_write(out / "train_config.json", "w") as f:
                 json.dump(config.to_dict(), f, indent=2)
-        return trainer.fit()
+        return trainer.fit(until)
     finally:
         shutdown(ctx)
