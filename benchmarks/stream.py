@@ -1,8 +1,14 @@
 """Streaming vs offline vs the official predictor: speed per frame and peak memory.
 
-speed:  seconds per tracked frame in steady state (after --warmup frames) for the
+speed:  seconds per tracked frame in steady state (frames after --warmup) for the
         reference's offline predictor, masklet's offline VideoPredictor and masklet's
-        StreamingTracker; fp32 and bf16 autocast; 1 and 3 objects; same weights.
+        StreamingTracker; fp32 and bf16; 1 and 3 objects; same weights, one process.
+        The three run interleaved, frame by frame, so load from other processes falls on
+        all of them alike; both process CPU time and wall time are reported, with ratios
+        reference / masklet (above 1: masklet is faster). bf16 is masklet's
+        ``precision="bf16"`` and the reference under bf16 autocast (its documented way);
+        its masks are compared with the same predictor's fp32 masks (mean IoU of the
+        foreground, and correlation of the logits).
 memory: peak RSS of one child process per run, tracking one object through the real
         bedroom frames looped to 100 / 1,000 / 5,000 frames; masklet streaming next to
         the reference's offline predictor where it fits (--max-ref-frames).
@@ -17,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -28,8 +35,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table  # noqa: E402
-from video import CLICKS, DEFAULT_FRAMES, build_pair  # noqa: E402
+from _common import print_table, rel_err
+from video import CLICKS, DEFAULT_FRAMES, build_pair
+
+PRECISION = {"float32": "fp32", "bfloat16": "bf16"}
 
 
 def looped_frames(folder: Path, count: int, size: tuple[int, int] | None = None):
@@ -39,48 +48,142 @@ def looped_frames(folder: Path, count: int, size: tuple[int, int] | None = None)
         yield np.asarray(Image.open(paths[i % len(paths)]).convert("RGB"))
 
 
-def _autocast(dtype: str):
-    if dtype == "bfloat16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def time_offline(predictor, frames: list, n_obj: int, warmup: int, dtype: str) -> float:
-    with torch.inference_mode(), _autocast(dtype):
-        state = predictor.init_state(frames)
+def reference_frames(ref, folder: Path, n_obj: int, dtype: str):
+    """The official predictor's masks per frame; bf16 by autocast around its own steps."""
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16"
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
+        state = ref.init_state(str(folder))
         for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
-            predictor.add_new_points_or_box(state, 0, obj_id, points=[[x, y]], labels=[1])
-        stamps = [time.perf_counter() for _ in predictor.propagate_in_video(state)]
-    return (stamps[-1] - stamps[warmup]) / (len(stamps) - 1 - warmup)
+            ref.add_new_points_or_box(state, 0, obj_id, points=[[x, y]], labels=[1])
+        frames = ref.propagate_in_video(state)
+    while True:
+        with torch.inference_mode(), autocast:
+            try:
+                _, _, masks = next(frames)
+            except StopIteration:
+                return
+        yield masks
 
 
-def time_stream(model, frames: list, n_obj: int, warmup: int, dtype: str) -> float:
+def offline_frames(model, folder: Path, n_obj: int, dtype: str):
+    from masklet import VideoPredictor
+
+    predictor = VideoPredictor(model, fill_hole_area=0, progress=False,
+                               precision=PRECISION[dtype])
+    state = predictor.init_state(str(folder))
+    for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
+        predictor.add_new_points_or_box(state, 0, obj_id, points=[[x, y]], labels=[1])
+    for _, _, masks in predictor.propagate_in_video(state):
+        yield masks
+
+
+def stream_frames(model, folder: Path, n_obj: int, dtype: str):
     from masklet import StreamingTracker
 
-    tracker = StreamingTracker(model, fill_hole_area=0)
-    with torch.inference_mode(), _autocast(dtype), tracker.start(frames) as session:
+    tracker = StreamingTracker(model, fill_hole_area=0, precision=PRECISION[dtype])
+    with tracker.start(str(folder)) as session:
         for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
             session.add_points(obj_id, [[x, y]], [1])
-        stamps = [time.perf_counter() for _ in session]
-    return (stamps[-1] - stamps[warmup]) / (len(stamps) - 1 - warmup)
+        for frame in session:
+            yield frame.masks
+
+
+def lockstep(runs: dict, num_frames: int) -> dict:
+    """Advance every run one frame at a time, in turn; per run: CPU and wall seconds of
+    each frame, and its masks (float32 logits)."""
+    out = {name: {"cpu": [], "wall": [], "masks": []} for name in runs}
+    for _ in range(num_frames):
+        for name, frames in runs.items():
+            cpu, wall = time.process_time(), time.perf_counter()
+            masks = next(frames)
+            out[name]["cpu"].append(time.process_time() - cpu)
+            out[name]["wall"].append(time.perf_counter() - wall)
+            out[name]["masks"].append(masks.float())
+    return out
+
+
+def steady(values: list[float], warmup: int) -> float:
+    return float(np.mean(values[warmup:]))
+
+
+def agreement(masks: list[torch.Tensor], baseline: list[torch.Tensor]) -> str:
+    """Mean foreground IoU (frames x objects with a non-empty union) and the lowest
+    per-frame correlation of the logits, of masks against baseline masks."""
+    ious, corr = [], []
+    for m, b in zip(masks, baseline):
+        for mi, bi in zip(m > 0, b > 0):
+            union = (mi | bi).sum().item()
+            if union:
+                ious.append((mi & bi).sum().item() / union)
+        x, y = m.flatten().double(), b.flatten().double()
+        x, y = x - x.mean(), y - y.mean()
+        if x.norm() > 0 and y.norm() > 0:  # all-absent frames (-1024 everywhere) are flat
+            corr.append((x @ y / (x.norm() * y.norm())).item())
+    iou = f"{np.mean(ious):.3f}" if ious else "n/a (empty)"
+    return f"IoU {iou}, logit corr {min(corr):.4f}" if corr else f"IoU {iou}"
 
 
 def speed(args) -> None:
-    frames = list(looped_frames(args.frames_dir, args.frames))
+    folder = _looped_folder(args.frames_dir, args.frames)
     ref, ours = build_pair(args.preset, args.image_size)
-    rows = []
+    rows, notes, fp32 = [], [], {}
     for dtype in args.dtypes:
         for n in args.objects:
-            t_ref = time_offline(ref, frames, n, args.warmup, dtype) if not args.skip_reference \
-                else float("nan")
-            t_off = time_offline(ours, frames, n, args.warmup, dtype)
-            t_str = time_stream(ours.model, frames, n, args.warmup, dtype)
-            rows.append([dtype, str(n), f"{t_ref:.3f}", f"{t_off:.3f}", f"{t_str:.3f}",
-                         f"{t_ref / t_off:.2f}x", f"{t_ref / t_str:.2f}x"])
-    print(f"{args.preset} at {args.image_size}px, {args.frames} frames ({args.warmup} warm-up), "
-          f"torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}")
-    print_table(["dtype", "objects", "ref offline s", "masklet offline s", "masklet stream s",
-                 "ref/offline", "ref/stream"], rows)
+            runs = {"masklet offline": offline_frames(ours.model, folder, n, dtype),
+                    "masklet stream": stream_frames(ours.model, folder, n, dtype)}
+            if not args.skip_reference:
+                runs = {"reference": reference_frames(ref, folder, n, dtype), **runs}
+            res = lockstep(runs, args.frames)
+            cpu = {k: steady(v["cpu"], args.warmup) for k, v in res.items()}
+            wall = {k: steady(v["wall"], args.warmup) for k, v in res.items()}
+            t_ref, w_ref = cpu.get("reference", float("nan")), wall.get("reference", float("nan"))
+            rows.append([dtype, str(n), f"{t_ref:.2f}", f"{cpu['masklet offline']:.2f}",
+                         f"{cpu['masklet stream']:.2f}",
+                         f"{t_ref / cpu['masklet offline']:.2f}x",
+                         f"{t_ref / cpu['masklet stream']:.2f}x",
+                         f"{w_ref / wall['masklet offline']:.2f}x",
+                         f"{w_ref / wall['masklet stream']:.2f}x"])
+            notes.append(_agreement_note(dtype, n, res, fp32))
+    print(f"{args.preset} at {args.image_size}px, bedroom frames, {args.frames} frames "
+          f"({args.warmup} warm-up, the rest averaged), torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}, CPU flags: {_cpu_flags()}")
+    print("s = CPU seconds per frame (process time); ratios reference / masklet, by CPU time "
+          "and by wall time; runs interleaved frame by frame")
+    print_table(["dtype", "objects", "ref s", "offline s", "stream s", "ref/offline",
+                 "ref/stream", "wall ref/offline", "wall ref/stream"], rows)
+    for note in notes:
+        print(note)
+
+
+def _agreement_note(dtype: str, n: int, res: dict, fp32: dict) -> str:
+    """Parity in fp32 (masklet vs reference, stream vs offline); bf16 vs fp32 masks."""
+    off = res["masklet offline"]["masks"]
+    stream_err = max(rel_err(a, b) for a, b in zip(res["masklet stream"]["masks"], off))
+    if dtype == "float32":
+        fp32[n] = {k: v["masks"] for k, v in res.items()}
+        line = f"fp32, {n} object(s): stream vs offline max rel err {stream_err:.1e}"
+        if "reference" in res:
+            ref_err = max(rel_err(a, b) for a, b in zip(off, res["reference"]["masks"]))
+            line += f"; masklet vs reference max rel err {ref_err:.1e}"
+        return line
+    line = f"{dtype}, {n} object(s): stream vs offline max rel err {stream_err:.1e}"
+    if n in fp32:
+        line += f"; masklet bf16 vs fp32: {agreement(off, fp32[n]['masklet offline'])}"
+        if "reference" in res and "reference" in fp32[n]:
+            ref_agree = agreement(res["reference"]["masks"], fp32[n]["reference"])
+            line += f"; reference bf16 vs fp32: {ref_agree}"
+    return line
+
+
+def _cpu_flags() -> str:
+    """Which of the CPU features that bf16 matmuls need this machine has."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return platform.processor() or "unknown"
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    return " ".join(f"{f}{'+' if f in flags else '-'}" for f in wanted)
 
 
 def _child(kind: str, length: int, preset: str, image_size: int, folder: Path) -> None:

@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from masklet.modeling.blocked_attention import blocked_attention
+from masklet.modeling.common import linear
+
 
 class Attention(nn.Module):
     """Multi-head attention whose internal width may be reduced by ``downsample_rate``.
@@ -50,16 +53,46 @@ class Attention(nn.Module):
     def project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Project inputs and split heads: each [B, N, C] -> [B, heads, N, c]."""
         return (
-            self.split_heads(self.q_proj(q)),
-            self.split_heads(self.k_proj(k)),
-            self.split_heads(self.v_proj(v)),
+            self.split_heads(linear(q, self.q_proj)),
+            self.split_heads(linear(k, self.k_proj)),
+            self.split_heads(linear(v, self.v_proj)),
         )
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Fused attention over split heads, then merge and project out: -> [B, Nq, C]."""
         p = self.dropout_p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        return self.out_proj(self.merge_heads(out))
+        return linear(self.merge_heads(out), self.out_proj)
+
+    def values_late(self) -> bool:
+        """Whether to attend over the raw kv_in_dim-wide values and project them after.
+
+        Exact because attention weights sum to one per query (so the value bias passes
+        through), and cheaper when the raw values of all heads are narrower than the
+        projected ones (the 64-wide memories of the memory cross-attention). Used in
+        float32 inference only: without autograd and attention dropout, and not in
+        reduced precision, where the fused SDPA kernels keep their scores in float32.
+        """
+        weight = self.q_proj.weight
+        return (
+            self.num_heads * self.kv_in_dim < self.internal_dim
+            and not (self.training and self.dropout_p > 0)
+            and not torch.is_grad_enabled()
+            and weight.dtype == torch.float32
+            and not torch.is_autocast_enabled(weight.device.type)
+        )
+
+    def attend_late(self, q: torch.Tensor, k: torch.Tensor, v_raw: torch.Tensor) -> torch.Tensor:
+        """Attention with values projected after mixing (see `values_late`).
+
+        q: [B or 1, heads, Nq, c]; k: [B, heads, Nk, c]; v_raw: [B, Nk, kv_in_dim]
+        (unprojected) -> [B, Nq, embedding_dim].
+        """
+        mixed = blocked_attention(q, k, v_raw.unsqueeze(1))  # [B, heads, Nq, kv_in_dim]
+        heads, width = self.num_heads, self.internal_dim // self.num_heads
+        weight = self.v_proj.weight.view(heads, width, self.kv_in_dim).transpose(1, 2)
+        values = torch.matmul(mixed, weight) + self.v_proj.bias.view(heads, 1, width)
+        return linear(self.merge_heads(values), self.out_proj)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q: [B, Nq, embedding_dim]; k, v: [B, Nk, kv_in_dim] -> [B, Nq, embedding_dim]."""

@@ -39,11 +39,12 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., input_dim] -> [..., output_dim]."""
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < last:
-                x = self.act(x)
+        return by_row_chunks(self._forward, x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = linear_activation(x, layer, self.act)
+        x = linear(x, self.layers[-1])
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 
@@ -61,6 +62,77 @@ class LayerNorm2d(nn.Module):
         # layer_norm normalises trailing dims, so move channels last and back.
         y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
+
+
+# Rows per chunk of a row-wise function run chunk by chunk (see `by_row_chunks`).
+CHUNK_ROWS = 1024
+
+
+def by_row_chunks(fn, x: torch.Tensor) -> torch.Tensor:
+    """fn(x) for a row-wise fn on x: [..., C], applied to CHUNK_ROWS rows at a time.
+
+    An MLP over 4096 tokens widens them to a 16-32 MB hidden activation; in chunks it
+    stays in cache, which makes the MLP about a quarter faster on CPU. The result is the
+    same (each row is computed alone either way). Outside autograd only.
+    """
+    rows = x.shape[:-1].numel()
+    if torch.is_grad_enabled() or rows <= 2 * CHUNK_ROWS:
+        return fn(x)
+    flat = x.reshape(rows, x.shape[-1])
+    out = torch.cat([fn(chunk) for chunk in flat.split(CHUNK_ROWS)])
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _onednn_activation(act) -> tuple[str, str] | None:
+    """(post-op, algorithm) of a oneDNN fused linear for this activation, if it has one."""
+    if isinstance(act, nn.GELU) or act is F.gelu:
+        approximate = getattr(act, "approximate", "none")
+        return ("gelu", approximate) if approximate in ("none", "tanh") else None
+    if isinstance(act, nn.ReLU) or act is F.relu:
+        return ("relu", "")
+    return None
+
+
+# oneDNN linear with bias and activation applied as the output is written (the op
+# torch.compile's CPU backend emits). Absent from builds without oneDNN: then plain ops.
+_FUSED_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+
+
+def _fusable(x: torch.Tensor, layer: nn.Linear) -> bool:
+    return (
+        _FUSED_LINEAR is not None
+        and x.device.type == "cpu"
+        and x.dtype == layer.weight.dtype
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def linear_activation(x: torch.Tensor, layer: nn.Linear, act) -> torch.Tensor:
+    """act(layer(x)) for x: [..., in] -> [..., out], in one pass over the output on CPU.
+
+    Outside autograd on CPU, oneDNN adds the bias and applies GELU / ReLU while writing the
+    matmul's result (the same kernels, so the same numbers as the separate ops); this saves
+    two passes over the widest activations of the model (the MLP hidden layers). Anywhere
+    else, and for other activations, it is the plain ``act(layer(x))``.
+    """
+    post = _onednn_activation(act)
+    if post is not None and _fusable(x, layer):
+        return _FUSED_LINEAR(x, layer.weight, layer.bias, post[0], [], post[1])
+    return act(layer(x))
+
+
+def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """layer(x), with the bias added by oneDNN as it writes the result where that is faster.
+
+    The default CPU linear first copies the bias into every output row; for narrow inputs
+    or outputs (the matmul is then bound by memory traffic, not arithmetic) that extra
+    pass costs 10-80 %. Used outside autograd on CPU only; elsewhere ``layer(x)``.
+    """
+    narrow = layer.in_features <= 256 or layer.out_features <= 128
+    if narrow and _fusable(x, layer):
+        return _FUSED_LINEAR(x, layer.weight, layer.bias, "none", [], "")
+    return layer(x)
 
 
 def activation_fn(name: str):

@@ -9,7 +9,12 @@ from masklet.modeling.hiera import Hiera
 from masklet.modeling.image_encoder import FpnNeck, ImageEncoder
 from masklet.modeling.mask_decoder import MaskDecoder
 from masklet.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
-from masklet.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
+from masklet.modeling.memory_encoder import (
+    CXBlock,
+    Fuser,
+    MaskDownSampler,
+    MemoryEncoder,
+)
 from masklet.modeling.position_encoding import PositionEmbeddingSine
 from masklet.modeling.prompt_encoder import PromptEncoder
 from masklet.modeling.rope import RoPEAttention

@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from masklet.modeling.common import MLP
+from masklet.modeling.common import MLP, linear
+
+# Tokens per band when a windowed block runs band by band (see MultiScaleBlock).
+BAND_TOKENS = 4096
 
 
 def drop_path(x: torch.Tensor, prob: float, training: bool) -> torch.Tensor:
@@ -103,7 +106,7 @@ class MultiScaleAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, H, W, dim] -> [B, H', W', dim_out], (H', W') = (H, W) // q_stride."""
         batch, height, width, _ = x.shape
-        qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1)
+        qkv = linear(x, self.qkv).reshape(batch, height * width, 3, self.num_heads, -1)
         q, k, v = qkv.unbind(2)  # each [B, N, heads, c]
         if self.q_stride is not None:
             q = pool_grid(q.reshape(batch, height, width, -1), self.q_stride)
@@ -113,7 +116,7 @@ class MultiScaleAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         )
-        return self.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
+        return linear(out.transpose(1, 2).reshape(batch, height, width, -1), self.proj)
 
 
 class MultiScaleBlock(nn.Module):
@@ -164,9 +167,34 @@ class MultiScaleBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, H, W, dim] -> [B, H', W', dim_out]."""
+        rows = self._band_rows(x)
+        if rows is None:
+            return self._forward_grid(x)
+        bands = [self._forward_grid(x[:, r : r + rows]) for r in range(0, x.shape[1], rows)]
+        return torch.cat(bands, dim=1)
+
+    def _band_rows(self, x: torch.Tensor) -> int | None:
+        """Rows per horizontal band when the block should run band by band, else None.
+
+        Every step of a windowed block acts on one token or one window, so bands of whole
+        window rows give exactly the whole grid's result. On the large early grids (256 x 256
+        tokens at 1024 px) a band's activations stay in cache where the whole grid's
+        (up to 150 MB per tensor) would stream through memory several times per block.
+        Outside autograd only (training keeps the one-piece graph).
+        """
+        if self.window_size == 0 or torch.is_grad_enabled():
+            return None
+        unit = self.window_size
+        if self.q_stride is not None:
+            unit = math.lcm(unit, self.q_stride[0])
+        rows = unit * max(1, BAND_TOKENS // (unit * x.shape[2]))
+        return rows if rows < x.shape[1] else None
+
+    def _forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on a whole grid (or a band of whole window rows of it)."""
         normed = self.norm1(x)
         # The width-changing residual starts from the normalised tokens.
-        shortcut = x if self.proj is None else self.proj(normed)
+        shortcut = x if self.proj is None else linear(normed, self.proj)
         if self.q_stride is not None:
             shortcut = pool_grid(shortcut, self.q_stride)
         x = shortcut + drop_path(self._attend(normed), self.drop_path_prob, self.training)
@@ -232,6 +260,7 @@ class Hiera(nn.Module):
             window_spec=window_spec,
             global_att_blocks=set(global_att_blocks),
         )
+        self._pos_cache: tuple[tuple, torch.Tensor] | None = None
         ends = self.stage_ends if return_interm_layers else self.stage_ends[-1:]
         # Widths of the returned maps, lowest resolution first (the neck's order).
         self.channel_list = [self.blocks[i].mlp.layers[-1].out_features for i in ends[::-1]]
@@ -276,7 +305,23 @@ class Hiera(nn.Module):
     def _position_embedding(self, height: int, width: int) -> torch.Tensor:
         """Background embedding resized to the grid plus the tiled window embedding:
         [1, H, W, embed_dim].
+
+        Outside autograd the result is kept for the next frame of the same size (the
+        bicubic resize costs as much as a small layer); the key holds the parameters'
+        version counters, so loading or training new weights recomputes it.
         """
+        if torch.is_grad_enabled():
+            return self._compute_position_embedding(height, width)
+        params = (self.pos_embed, self.pos_embed_window)
+        key = (height, width, torch.is_autocast_enabled(self.pos_embed.device.type),
+               *((p.data_ptr(), p._version, p.dtype) for p in params))
+        if self._pos_cache is None or self._pos_cache[0] != key:
+            # A normal tensor, usable by later calls whether or not in inference mode.
+            with torch.inference_mode(False):
+                self._pos_cache = (key, self._compute_position_embedding(height, width))
+        return self._pos_cache[1]
+
+    def _compute_position_embedding(self, height: int, width: int) -> torch.Tensor:
         background = F.interpolate(self.pos_embed, size=(height, width), mode="bicubic")
         window = self.pos_embed_window.shape[-1]
         reps = (1, 1, math.ceil(height / window), math.ceil(width / window))

@@ -12,7 +12,12 @@ import copy
 import torch
 from torch import nn
 
-from masklet.modeling.common import activation_fn
+from masklet.modeling.common import (
+    activation_fn,
+    by_row_chunks,
+    linear,
+    linear_activation,
+)
 from masklet.modeling.rope import RoPEAttention
 
 
@@ -106,8 +111,11 @@ class MemoryAttentionLayer(nn.Module):
         """
         tgt = self._self_attention(tgt, query_pos, grid_hw)
         tgt = self._cross_attention(tgt, memory, query_pos, pos, num_k_exclude_rope, grid_hw)
-        hidden = self.dropout(self.activation(self.linear1(self.norm3(tgt))))
-        return tgt + self.dropout3(self.linear2(hidden))
+        return tgt + self.dropout3(by_row_chunks(self._feed_forward, self.norm3(tgt)))
+
+    def _feed_forward(self, normed: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout(linear_activation(normed, self.linear1, self.activation))
+        return linear(hidden, self.linear2)
 
 
 def _transpose01(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -156,12 +164,16 @@ class MemoryAttention(nn.Module):
         ``num_obj_ptr_tokens`` tokens are object pointers. ``grid_hw``: (H, W) of the
         current frame's tokens, inferred as a square grid when omitted.
         Returns [HW, B, d_model].
+
+        B objects tracked on one frame may pass that frame once (curr and curr_pos with
+        batch 1): the first layer's self-attention, which sees only the frame, then runs
+        once for all of them, and the batch widens to B at the first cross-attention.
         """
         if isinstance(curr, list):
             if not isinstance(curr_pos, list) or len(curr) != 1 or len(curr_pos) != 1:
                 raise ValueError("list inputs must be one-element lists for curr and curr_pos")
             curr, curr_pos = curr[0], curr_pos[0]
-        if curr.shape[1] != memory.shape[1]:
+        if curr.shape[1] not in (1, memory.shape[1]):
             raise ValueError(f"batch sizes differ: curr {curr.shape[1]}, memory {memory.shape[1]}")
 
         output = curr

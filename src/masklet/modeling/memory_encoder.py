@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from masklet.modeling.common import LayerNorm2d
+from masklet.modeling.common import LayerNorm2d, linear_activation
 
 
 @dataclass
@@ -97,7 +97,7 @@ class CXBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, dim, H, W] -> [B, dim, H, W]."""
         y = self.dwconv(x).permute(0, 2, 3, 1)
-        y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        y = self.pwconv2(linear_activation(self.norm(y), self.pwconv1, self.act))
         if self.gamma is not None:
             y = self.gamma * y
         return x + y.permute(0, 3, 1, 2)

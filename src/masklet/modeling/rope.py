@@ -15,6 +15,7 @@ from functools import lru_cache
 import torch
 
 from masklet.modeling.attention import Attention
+from masklet.modeling.common import linear
 
 
 @lru_cache(maxsize=32)
@@ -45,11 +46,33 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate channel pairs of x: [..., N, dim] with tables [N, dim / 2] -> [..., N, dim].
 
     Equivalent to multiplying the complex numbers x[2j] + i x[2j+1] by cos + i sin.
+    Plain real arithmetic in x's dtype; `apply_axial_rope` uses the faster complex form.
     """
     pairs = x.unflatten(-1, (-1, 2))
     real, imag = pairs[..., 0], pairs[..., 1]
     rotated = (real * cos - imag * sin, real * sin + imag * cos)
     return torch.stack(rotated, dim=-1).flatten(-2)
+
+
+@lru_cache(maxsize=32)
+def _cis_table(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """complex64 cos + i sin for one cached pair of tables (keyed by their identity)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.complex(cos.float(), sin.float())
+
+
+def _rotate(x: torch.Tensor, cis: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Rotate channel pairs of x [..., N, dim] by the complex table cis [N, dim / 2].
+
+    One complex multiply instead of six real passes. Half-precision inputs are rotated
+    in float32 and cast back (complex bf16 does not exist; the official code does the
+    same). ``inplace`` overwrites x (float32 only, and only outside autograd).
+    """
+    if inplace and x.dtype == torch.float32:
+        torch.view_as_complex(x.unflatten(-1, (-1, 2))).mul_(cis)
+        return x
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * cis).flatten(-2).to(x.dtype)
 
 
 def apply_axial_rope(
@@ -60,28 +83,35 @@ def apply_axial_rope(
     *,
     repeat_k: bool = False,
     num_k_exclude: int = 0,
+    inplace: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate queries and keys by their grid positions.
 
-    q: [B, heads, Nq, c]; k: [B, heads, Nk, c]; cos, sin: [Nq, c / 2].
+    q: [B, heads, Nq, c]; k: [B, heads, Nk, c]; cos, sin: [Nq, c / 2] (from `rope_tables`).
     The first Nk - num_k_exclude keys are rotated; the trailing ``num_k_exclude`` keys
     (object pointers, which have no grid position) are left unchanged. With ``repeat_k``
     the rotated keys are r >= 0 consecutive copies of the query grid (r memory frames),
     key i taking the position of query i mod Nq; otherwise there must be exactly Nq.
+    ``inplace`` (inference only) rotates fresh float32 projections where they lie,
+    saving a copy of the keys; q and k must then have a unit last stride.
     """
     num_q = q.shape[-2]
     num_rope = k.shape[-2] - num_k_exclude
-    q = rotate_pairs(q, cos, sin)
-    if num_rope == 0:
-        return q, k
     if repeat_k:
         if num_rope % num_q:
             raise ValueError(f"{num_rope} rotated keys are not whole copies of {num_q} queries")
     elif num_rope != num_q:
         raise ValueError(f"{num_rope} rotated keys != {num_q} queries; use rope_k_repeat")
-    # Split keys into [..., r, Nq, c] so the tables broadcast instead of being tiled.
+    cis = _cis_table(cos, sin)
+    q = _rotate(q, cis, inplace)
+    if num_rope == 0:
+        return q, k
+    # Split keys into [..., r, Nq, c] so the table broadcasts instead of being tiled.
     grid_keys = k[..., :num_rope, :].unflatten(-2, (-1, num_q))
-    rotated = rotate_pairs(grid_keys, cos, sin).flatten(-3, -2)
+    if inplace and k.dtype == torch.float32:
+        _rotate(grid_keys, cis, inplace=True)
+        return q, k
+    rotated = _rotate(grid_keys, cis, inplace=False).flatten(-3, -2)
     if num_k_exclude == 0:
         return q, rotated
     return q, torch.cat([rotated, k[..., num_rope:, :]], dim=-2)
@@ -148,17 +178,25 @@ class RoPEAttention(Attention):
         num_k_exclude_rope: int = 0,
         grid_hw: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """q: [B, Nq, embedding_dim]; k, v: [B, Nk, kv_in_dim] -> [B, Nq, embedding_dim].
+        """q: [B or 1, Nq, embedding_dim]; k, v: [B, Nk, kv_in_dim] -> [B, Nq, embedding_dim].
 
         The last ``num_k_exclude_rope`` keys are not rotated; ``grid_hw`` is the query
-        grid's (H, W), see the class docstring for the default.
+        grid's (H, W), see the class docstring for the default. Queries of batch 1 are
+        shared by all B key sets (objects tracked on the same frame).
         """
-        q, k, v = self.project(q, k, v)
         if q.shape[-2] != k.shape[-2] and not self.rope_k_repeat:
             raise ValueError("keys and queries differ in length but rope_k_repeat is False")
+        late = self.values_late()
+        q, k = self.split_heads(linear(q, self.q_proj)), self.split_heads(linear(k, self.k_proj))
         height, width = self.grid_size(q.shape[-2], grid_hw)
-        cos, sin = rope_tables(height, width, q.shape[-1], self.rope_theta, q.device, q.dtype)
-        q, k = apply_axial_rope(
-            q, k, cos, sin, repeat_k=self.rope_k_repeat, num_k_exclude=num_k_exclude_rope
-        )
-        return self.attend(q, k, v)
+        # Angles in float32 whatever the activations' dtype (the rotation runs in float32).
+        cos, sin = rope_tables(height, width, q.shape[-1], self.rope_theta, q.device,
+                               torch.float32)
+        q, k = apply_axial_rope(q, k, cos, sin, repeat_k=self.rope_k_repeat,
+                                num_k_exclude=num_k_exclude_rope,
+                                inplace=not torch.is_grad_enabled())
+        if late:
+            return self.attend_late(q, k, v)
+        if q.shape[0] < k.shape[0]:  # queries shared by every memory of the batch
+            q = q.expand(k.shape[0], -1, -1, -1)
+        return self.attend(q, k, self.split_heads(linear(v, self.v_proj)))

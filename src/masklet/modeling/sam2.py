@@ -48,7 +48,7 @@ class ImageFeatures:
     def batch_size(self) -> int:
         return self.image_embed.shape[0]
 
-    def select(self, idx: int | torch.Tensor) -> "ImageFeatures":
+    def select(self, idx: int | torch.Tensor) -> ImageFeatures:
         """The features of one image (or an index tensor of images), keeping the batch dim."""
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)

@@ -7,7 +7,7 @@ wraps a `SAM2Model`.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 from masklet.io import open_frames
 from masklet.modeling.sam2 import NO_OBJ_SCORE, SAM2Model
 from masklet.predictor.prompts import PromptError, mask_prompt, point_prompt
+from masklet.tracking.batched import track_objects
+from masklet.tracking.precision import check_precision, in_precision, inference_context
 from masklet.tracking.session import VideoSession
 from masklet.tracking.state import FrameOutput, ObjectState, PointPrompt
 from masklet.tracking.step import memory_of_prompted, non_overlapping, track_frame
@@ -34,6 +36,8 @@ class VideoPredictor:
         clear_non_cond_mem_around_input: forget tracked memories near a corrected frame.
         add_all_frames_to_correct_as_cond: treat correction frames as prompted frames.
         progress: show a progress bar while propagating.
+        precision: "fp32" (the official model's numbers) or "bf16" (autocast; see
+            `masklet.tracking.precision`).
     """
 
     def __init__(
@@ -45,16 +49,21 @@ class VideoPredictor:
         clear_non_cond_mem_around_input: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
         progress: bool = True,
+        precision: str = "fp32",
     ) -> None:
         self.model = model
+        self.precision = check_precision(precision)
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.progress = progress
 
+    def _context(self):
+        return inference_context(self.precision, self.model.device)
+
     # ------------------------------------------------------------------ state
-    @torch.inference_mode()
+    @in_precision
     def init_state(self, video, *, feature_cache_size: int = 2) -> VideoSession:
         """Open a video: a JPEG folder, a video file, or a sequence of HxWx3 uint8 frames.
 
@@ -75,7 +84,7 @@ class VideoPredictor:
         state.objects.clear()
 
     # ---------------------------------------------------------------- prompts
-    @torch.inference_mode()
+    @in_precision
     def add_new_points_or_box(
         self,
         state: VideoSession,
@@ -109,7 +118,7 @@ class VideoPredictor:
         """Alias of `add_new_points_or_box` (official, deprecated name)."""
         return self.add_new_points_or_box(*args, **kwargs)
 
-    @torch.inference_mode()
+    @in_precision
     def add_new_mask(self, state: VideoSession, frame_idx: int, obj_id: int, mask) -> FrameResult:
         """Give one object's mask ([H, W] bool/0-1, any size) on one frame."""
         frame_idx = state.check_frame(frame_idx)
@@ -173,12 +182,12 @@ class VideoPredictor:
         for t in range(frame_idx - reach, frame_idx + reach + 1):
             obj.non_cond_outputs.pop(t, None)
 
+    @in_precision
     def propagate_in_video_preflight(self, state: VideoSession) -> None:
         """Turn the pending prompts into memories (done by `propagate_in_video` itself)."""
-        with torch.inference_mode():
-            self._commit_pending(state)
+        self._commit_pending(state)
 
-    @torch.inference_mode()
+    @in_precision
     def propagate_in_video(
         self,
         state: VideoSession,
@@ -194,21 +203,29 @@ class VideoPredictor:
         self._commit_pending(state)
         order = self._processing_order(state, start_frame_idx, max_frame_num_to_track, reverse)
         for frame_idx in tqdm(order, desc="propagate", disable=not self.progress):
-            logits = [self._track_object(state, obj, frame_idx, reverse)
-                      for obj in state.objects.values()]
+            logits = self._track_frame(state, frame_idx, reverse)
             yield frame_idx, state.obj_ids, self._to_video_res(state, torch.cat(logits, 0))
 
-    def _track_object(self, state, obj: ObjectState, frame_idx: int, reverse: bool):
-        if frame_idx in obj.cond_outputs:
-            logits = obj.cond_outputs[frame_idx].pred_masks.to(state.device)
-            if self.clear_non_cond_mem_around_input:
-                self._clear_around(obj, frame_idx)
-        else:
-            out = self._run_frame(state, obj, frame_idx, False, None, None, reverse,
-                                  run_mem_encoder=True)
-            obj.non_cond_outputs[frame_idx] = out
-            logits = out.pred_masks
-        obj.frames_tracked[frame_idx] = reverse
+    def _track_frame(self, state: VideoSession, frame_idx: int, reverse: bool):
+        """Every object's low-res logits on one frame: its prompted output where it has one,
+        else tracked from memory (all such objects in one batched pass)."""
+        objects = list(state.objects.values())
+        to_track = [obj for obj in objects if frame_idx not in obj.cond_outputs]
+        if to_track:
+            feats = state.frame_features(self.model, frame_idx)
+            outs = track_objects(self.model, feats, frame_idx, to_track, state.num_frames,
+                                 reverse, fill_hole_area=self.fill_hole_area)
+            for obj, out in zip(to_track, outs):
+                obj.non_cond_outputs[frame_idx] = out
+        logits = []
+        for obj in objects:
+            if frame_idx in obj.cond_outputs:
+                logits.append(obj.cond_outputs[frame_idx].pred_masks.to(state.device))
+                if self.clear_non_cond_mem_around_input:
+                    self._clear_around(obj, frame_idx)
+            else:
+                logits.append(obj.non_cond_outputs[frame_idx].pred_masks)
+            obj.frames_tracked[frame_idx] = reverse
         return logits
 
     @staticmethod
@@ -224,7 +241,7 @@ class VideoPredictor:
         return range(start, end + 1)
 
     # --------------------------------------------------------------- editing
-    @torch.inference_mode()
+    @in_precision
     def clear_all_prompts_in_frame(self, state: VideoSession, frame_idx: int, obj_id: int,
                                    need_output: bool = True) -> FrameResult | None:
         """Remove one object's prompts on one frame; returns the frame's updated masks."""
@@ -235,7 +252,7 @@ class VideoPredictor:
         is_cond = any(frame_idx in o.pending_cond for o in state.objects.values())
         return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
 
-    @torch.inference_mode()
+    @in_precision
     def remove_object(self, state: VideoSession, obj_id: int, strict: bool = True,
                       need_output: bool = True):
         """Forget one object. Returns ``(obj_ids, [(frame_idx, mask_logits), ...])`` for the

@@ -8,8 +8,8 @@ to ``max_obj_ptrs_in_encoder - 1`` recent frames, each with a temporal encoding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 

@@ -35,9 +35,9 @@ class VideoSession:
     video_height: int
     video_width: int
     device: torch.device
-    objects: "OrderedDict[int, ObjectState]" = field(default_factory=OrderedDict)
+    objects: OrderedDict[int, ObjectState] = field(default_factory=OrderedDict)
     feature_cache_size: int = 2
-    _features: "OrderedDict[int, ImageFeatures]" = field(default_factory=OrderedDict)
+    _features: OrderedDict[int, ImageFeatures] = field(default_factory=OrderedDict)
 
     @property
     def obj_ids(self) -> list[int]:

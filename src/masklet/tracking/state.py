@@ -23,7 +23,7 @@ class PointPrompt:
     def num_points(self) -> int:
         return self.labels.shape[1]
 
-    def extended(self, coords: torch.Tensor, labels: torch.Tensor) -> "PointPrompt":
+    def extended(self, coords: torch.Tensor, labels: torch.Tensor) -> PointPrompt:
         """These points followed by more points (a refinement click)."""
         return PointPrompt(torch.cat([self.coords, coords], 1), torch.cat([self.labels, labels], 1))
 

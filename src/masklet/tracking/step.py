@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-
 import torch.nn.functional as F
 
 from masklet.modeling.sam2 import ImageFeatures, SAM2Model, SamHeadOutput
-from masklet.tracking.memory_bank import Outputs, gather_memory
 from masklet.postprocess import fill_holes
+from masklet.tracking.memory_bank import MemoryInputs, Outputs, gather_memory
 from masklet.tracking.state import FrameOutput, PointPrompt
 
 # Stored memories are kept in bf16, as in the official predictor; matching it keeps
@@ -34,25 +33,34 @@ def condition_on_memory(
     reverse: bool,
 ) -> torch.Tensor:
     """The frame's lowest-resolution features fused with the object's memory: [B, C, H, W]."""
-    b, c, h, w = feats.image_embed.shape
+    b, c = feats.image_embed.shape[:2]
     if model.num_maskmem == 0:
         return feats.image_embed
     if is_init_cond_frame and model.config.directly_add_no_mem_embed:
         return feats.image_embed + model.no_mem_embed.view(1, c, 1, 1)
-    curr, curr_pos = _seq_first(feats.image_embed), _seq_first(feats.pos_enc)
     if is_init_cond_frame:
         # A dummy memory token so attention has something to attend to.
-        memory = model.no_mem_embed.expand(1, b, model.mem_dim)
-        memory_pos = model.no_mem_pos_enc.expand(1, b, model.mem_dim)
-        num_ptr = 0
+        mem = MemoryInputs(model.no_mem_embed.expand(1, b, model.mem_dim),
+                           model.no_mem_pos_enc.expand(1, b, model.mem_dim), 0)
     else:
-        mem = gather_memory(model, frame_idx, cond, non_cond, num_frames, reverse, b, curr.device)
-        memory, memory_pos, num_ptr = mem.memory, mem.memory_pos, mem.num_obj_ptr_tokens
+        mem = gather_memory(model, frame_idx, cond, non_cond, num_frames, reverse, b,
+                            feats.image_embed.device)
+    return attend_memory(model, feats, mem)
+
+
+def attend_memory(model: SAM2Model, feats: ImageFeatures, mem: MemoryInputs) -> torch.Tensor:
+    """Memory attention of a frame over B memories -> [B, C, H, W].
+
+    ``feats`` has batch B, or batch 1 when B objects share the frame: it then goes through
+    the first layer's self-attention once for all of them.
+    """
+    _, c, h, w = feats.image_embed.shape
     out = model.memory_attention(
-        curr=curr, curr_pos=curr_pos, memory=memory, memory_pos=memory_pos,
-        num_obj_ptr_tokens=num_ptr, grid_hw=(h, w),
+        curr=_seq_first(feats.image_embed), curr_pos=_seq_first(feats.pos_enc),
+        memory=mem.memory, memory_pos=mem.memory_pos,
+        num_obj_ptr_tokens=mem.num_obj_ptr_tokens, grid_hw=(h, w),
     )
-    return out.permute(1, 2, 0).reshape(b, c, h, w)
+    return out.permute(1, 2, 0).reshape(-1, c, h, w)
 
 
 def decode_frame(

@@ -16,10 +16,10 @@ memories of the ``num_maskmem - 1`` frames before it and the object pointers of 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
+from collections.abc import Iterable, Sequence
 
 from masklet.modeling.sam2 import ImageFeatures, SAM2Model
+from masklet.tracking.batched import track_objects
 from masklet.tracking.memory_bank import recent_frame_indices
 from masklet.tracking.state import FrameOutput, ObjectState
 from masklet.tracking.step import memory_of_prompted, track_frame
@@ -47,12 +47,15 @@ class StreamStepper:
             raise RuntimeError(f"object {obj.obj_id} has no output on frame {frame_idx}")
         return out
 
-    def track(self, obj: ObjectState, frame_idx: int, feats: ImageFeatures) -> None:
-        """Decode an object on a new frame from its memory, and remember the frame."""
-        obj.non_cond_outputs[frame_idx] = track_frame(
-            self.model, feats, frame_idx, False, None, None, obj.cond_outputs,
-            obj.non_cond_outputs, self.num_frames, False, run_mem_encoder=True,
-            fill_hole_area=self.fill_hole_area)
+    def track(self, objects: Sequence[ObjectState], frame_idx: int, feats: ImageFeatures) -> None:
+        """Decode objects on a new frame from their memories (one batched pass), and
+        remember the frame."""
+        if not objects:
+            return
+        outs = track_objects(self.model, feats, frame_idx, objects, self.num_frames, False,
+                             fill_hole_area=self.fill_hole_area)
+        for obj, out in zip(objects, outs):
+            obj.non_cond_outputs[frame_idx] = out
 
     def apply_prompt(self, obj: ObjectState, frame_idx: int, feats: ImageFeatures,
                      prompt: QueuedPrompt) -> None:

@@ -26,12 +26,13 @@ import torch.nn.functional as F
 
 from masklet.io import FrameIndexError, PreprocessedFrames, VideoInput, open_frames
 from masklet.modeling.sam2 import ImageFeatures, SAM2Model
+from masklet.predictor.prompts import mask_prompt, point_prompt
+from masklet.tracking.precision import check_precision, in_precision, inference_context
 from masklet.tracking.session import UnknownObjectError
 from masklet.tracking.sinks import MaskSink
 from masklet.tracking.state import ObjectState
-from masklet.tracking.stream_bank import StreamStepper
 from masklet.tracking.step import non_overlapping
-from masklet.predictor.prompts import mask_prompt, point_prompt
+from masklet.tracking.stream_bank import StreamStepper
 from masklet.tracking.stream_prompts import QueuedPrompt, check_obj_id
 
 
@@ -53,6 +54,8 @@ class StreamingTracker:
             (as `VideoPredictor`; 0 disables).
         non_overlap_masks: make the returned masks of different objects non-overlapping.
         prefetch: frames read and preprocessed ahead in a background thread (0: none).
+        precision: "fp32" (the official model's numbers) or "bf16" (autocast; see
+            `masklet.tracking.precision`).
     """
 
     def __init__(
@@ -62,10 +65,12 @@ class StreamingTracker:
         fill_hole_area: int = 8,
         non_overlap_masks: bool = False,
         prefetch: int = 2,
+        precision: str = "fp32",
     ) -> None:
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         self.model = model
+        self.precision = check_precision(precision)
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
         self.prefetch = prefetch
@@ -118,6 +123,9 @@ class StreamingSession:
         self._image: torch.Tensor | None = None  # [3, S, S] current frame
         self._features: ImageFeatures | None = None
         self._queued: list[QueuedPrompt] = []
+
+    def _context(self):
+        return inference_context(self._tracker.precision, self._model.device)
 
     # ---------------------------------------------------------------- status
     @property
@@ -182,7 +190,7 @@ class StreamingSession:
         m = mask_prompt(mask, image_size=self._model.image_size, device=self._model.device)
         return self._prompt(QueuedPrompt(obj_id, None, m))
 
-    @torch.inference_mode()
+    @in_precision
     def _prompt(self, prompt: QueuedPrompt) -> TrackedFrame | None:
         self._check_open()
         obj = self.objects.setdefault(prompt.obj_id, ObjectState(prompt.obj_id))
@@ -192,7 +200,7 @@ class StreamingSession:
         self._stepper.apply_prompt(obj, self._frame_idx, self._current_features(), prompt)
         return self._emit()
 
-    @torch.inference_mode()
+    @in_precision
     def remove_object(self, obj_id: int) -> TrackedFrame | None:
         """Forget one object; returns the current frame's masks without it (None before
         the frame is read). Raises UnknownObjectError for an id the session does not hold."""
@@ -204,7 +212,7 @@ class StreamingSession:
         return self._emit() if self._processed else None
 
     # -------------------------------------------------------------- tracking
-    @torch.inference_mode()
+    @in_precision
     def step(self) -> TrackedFrame | None:
         """Process the next frame (frame 0 the first time); None once the source has ended."""
         if self._finished:
@@ -221,8 +229,9 @@ class StreamingSession:
         self._stepper.forget_before(self.objects.values(), idx)
         for obj in self.objects.values():
             obj.point_inputs.clear()  # clicks of earlier frames cannot be extended
-            if obj.cond_outputs:
-                self._stepper.track(obj, idx, self._current_features())
+        tracked = [obj for obj in self.objects.values() if obj.cond_outputs]
+        if tracked:
+            self._stepper.track(tracked, idx, self._current_features())
         self._processed = True
         queued, self._queued = self._queued, []
         for prompt in queued:
