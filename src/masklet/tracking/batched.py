@@ -4,8 +4,9 @@ The official predictor tracks objects one after another. Objects of the same fra
 the frame's features, so here their memory attention runs as one batch: the frame goes
 through the first self-attention layer once for all of them (a quarter of one object's
 self-attention work saved per extra object) and every other layer is one call. Each
-object still reads only its own memory, and its masks are bit for bit those of tracking
-it alone.
+object still reads only its own memory, and gets the masks of tracking it alone (bit for
+bit in the tests: memory attention treats the rows of a batch independently, and the
+decoder and memory encoder run per object, see `_track_batch`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from masklet.modeling.sam2 import ImageFeatures, SAM2Model
 from masklet.postprocess import fill_holes
 from masklet.tracking.memory_bank import MemoryInputs, gather_memory
 from masklet.tracking.state import FrameOutput, ObjectState
-from masklet.tracking.step import HOLE_FILL_LOGIT, attend_memory, encode_memory
+from masklet.tracking.step import (
+    HOLE_FILL_LOGIT,
+    attend_memory,
+    encode_memory,
+    track_frame,
+)
 
 
 def track_objects(
@@ -42,8 +48,10 @@ def track_objects(
     """
     if feats.batch_size != 1:
         raise ValueError(f"expected the features of one frame, got batch {feats.batch_size}")
-    if model.num_maskmem == 0:
-        raise ValueError("tracking from memory needs a model with a memory bank")
+    if model.num_maskmem == 0:  # no memory to attend to: nothing to batch
+        return [track_frame(model, feats, frame_idx, False, None, None, obj.cond_outputs,
+                            obj.non_cond_outputs, num_frames, reverse, run_mem_encoder=True,
+                            fill_hole_area=fill_hole_area) for obj in objects]
     device = feats.image_embed.device
     memories = [gather_memory(model, frame_idx, obj.cond_outputs, obj.non_cond_outputs,
                               num_frames, reverse, 1, device) for obj in objects]
