@@ -205,7 +205,10 @@ def report(args, model, app_click, lib_click, app_wall, app_job, offline, stream
     print(f"{args.model}: {model.config.name} at {model.image_size} px, {n} bedroom frames "
           f"(960x540), 1 object; torch threads {args.threads or torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.1f}")
-    ms = lambda s: f"{1000 * s:.0f}"
+
+    def ms(s: float) -> str:
+        return f"{1000 * s:.0f}"
+
     print_table(["click to mask", "app ms", "library ms", "app / library"], [
         ["first click (opens the video)", ms(app_click["first"]), "-", "-"],
         ["cold (features not cached)", ms(app_click["cold"]), ms(lib_click["cold"]),

@@ -50,7 +50,9 @@ def build_pair(preset: str, device: torch.device):
     try:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
     except ImportError as exc:
-        raise SystemExit(f"the baseline needs the official package (pip install sam2): {exc}")
+        raise SystemExit(
+            f"the baseline needs the official package (pip install sam2): {exc}"
+        ) from exc
 
     from masklet import ImagePredictor, build_model
 

@@ -222,7 +222,9 @@ def _looped_folder(folder: Path, length: int) -> Path:
 def memory(args) -> None:
     rows = []
     for length in args.lengths:
-        kinds = ["masklet-stream"] + (["reference-offline"] if length <= args.max_ref_frames else [])
+        kinds = ["masklet-stream"]
+        if length <= args.max_ref_frames:
+            kinds.append("reference-offline")
         for kind in kinds:
             cmd = [sys.executable, __file__, "_child", kind, str(length), args.preset,
                    str(args.image_size), str(args.frames_dir)]

@@ -1,10 +1,12 @@
-"""AMG utilities against the official sam2.utils.amg, and box NMS against a hand-written reference."""
+"""AMG utilities against the official sam2.utils.amg, and box NMS against a hand-written
+reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+
 from conftest import require_reference
 
 import masklet.amg.nms as nms_module
@@ -44,7 +46,9 @@ def test_build_point_grid(ref, n):
     np.testing.assert_array_equal(ours, ref.build_point_grid(n))
 
 
-@pytest.mark.parametrize("n_per_side,n_layers,scale", [(32, 0, 1), (32, 2, 2), (16, 3, 2), (30, 2, 3)])
+@pytest.mark.parametrize(
+    "n_per_side,n_layers,scale", [(32, 0, 1), (32, 2, 2), (16, 3, 2), (30, 2, 3)]
+)
 def test_build_all_layer_point_grids(ref, n_per_side, n_layers, scale):
     ours = amg.build_all_layer_point_grids(n_per_side, n_layers, scale)
     theirs = ref.build_all_layer_point_grids(n_per_side, n_layers, scale)
@@ -54,7 +58,9 @@ def test_build_all_layer_point_grids(ref, n_per_side, n_layers, scale):
 
 
 @pytest.mark.parametrize("im_size", [(1200, 1800), (540, 960), (333, 517), (1024, 1024)])
-@pytest.mark.parametrize("n_layers,overlap", [(0, 512 / 1500), (1, 512 / 1500), (3, 0.25), (2, 0.0)])
+@pytest.mark.parametrize(
+    "n_layers,overlap", [(0, 512 / 1500), (1, 512 / 1500), (3, 0.25), (2, 0.0)]
+)
 def test_generate_crop_boxes(ref, im_size, n_layers, overlap):
     ours = amg.generate_crop_boxes(im_size, n_layers, overlap)
     assert ours == ref.generate_crop_boxes(im_size, n_layers, overlap)
@@ -76,7 +82,9 @@ def test_uncrop(ref):
     assert torch.equal(amg.uncrop_points(points, crop), ref.uncrop_points(points, crop))
     assert torch.equal(amg.uncrop_points(points[0], crop), ref.uncrop_points(points[0], crop))
     masks = _random_masks(gen, 4, 150, 200)
-    assert torch.equal(amg.uncrop_masks(masks, crop, 300, 400), ref.uncrop_masks(masks, crop, 300, 400))
+    assert torch.equal(
+        amg.uncrop_masks(masks, crop, 300, 400), ref.uncrop_masks(masks, crop, 300, 400)
+    )
     assert amg.uncrop_masks(masks, [0, 0, 200, 150], 150, 200) is masks
 
 
@@ -85,7 +93,9 @@ def test_is_box_near_crop_edge(ref):
     crop, orig = [100, 50, 400, 300], [0, 0, 400, 600]
     boxes = torch.randint(0, 300, (200, 4), generator=gen).float()
     boxes[:, 2:] += boxes[:, :2]
-    boxes[:5] = torch.tensor([[0.0, 0, 10, 10], [290, 0, 300, 10], [5, 5, 30, 30], [0, 240, 50, 250], [50, 50, 60, 60]])
+    boxes[:5] = torch.tensor(
+        [[0.0, 0, 10, 10], [290, 0, 300, 10], [5, 5, 30, 30], [0, 240, 50, 250], [50, 50, 60, 60]]
+    )
     ours = amg.is_box_near_crop_edge(boxes, crop, orig)
     theirs = ref.is_box_near_crop_edge(boxes, crop, orig)
     assert torch.equal(ours, theirs)
@@ -136,7 +146,11 @@ def test_stability_score(ref):
 
 def test_mask_to_rle_and_back(ref):
     gen = torch.Generator().manual_seed(4)
-    for masks in (_blobby_masks(gen, 7, 33, 45), _random_masks(gen, 3, 20, 17), torch.ones(1, 1, 1, dtype=torch.bool)):
+    for masks in (
+        _blobby_masks(gen, 7, 33, 45),
+        _random_masks(gen, 3, 20, 17),
+        torch.ones(1, 1, 1, dtype=torch.bool),
+    ):
         ours = amg.mask_to_rle_pytorch(masks)
         theirs = ref.mask_to_rle_pytorch(masks)
         assert ours == theirs
@@ -275,7 +289,9 @@ def test_batch_iterator(ref):
 # ---------------------------------------------------------------- box NMS
 
 
-def reference_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, thr: float) -> list[int]:
+def reference_batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, thr: float
+) -> list[int]:
     """torchvision's CPU kernel written out: float32 IoU, compared to a double threshold."""
     b = boxes.numpy().astype(np.float32)
     s, c = scores.tolist(), idxs.tolist()

@@ -7,8 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import require_data
 from PIL import Image
+
+from conftest import require_data
 
 from masklet.amg.rle import encode_coco_rle
 from masklet.data import VOSDataset, decode_rle, iter_sa1b_folder, load_id_mask, load_sa1b, load_sav
@@ -124,7 +125,7 @@ def test_folder_reader_errors(tmp_path):
     write_palette_png(tmp_path / "Annotations" / "seqA" / "00003.png", np.zeros((24, 32), np.uint8))
     write_palette_png(tmp_path / "Annotations" / "seqA" / "00099.png", np.zeros((24, 32), np.uint8))
     with pytest.raises(ValueError, match="00099.png"):
-        VOSDataset(tmp_path)["seqA"].annotated_frame_indices
+        _ = VOSDataset(tmp_path)["seqA"].annotated_frame_indices
     (tmp_path / "Annotations" / "seqA" / "00099.png").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="00099.png"):
         VOSDataset(tmp_path)["seqA"].object_ids()

@@ -8,9 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import require_data
 from PIL import Image
 from scipy import ndimage
+
+from conftest import require_data
 
 from masklet.data.png import load_id_mask
 from masklet.eval import (

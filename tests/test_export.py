@@ -10,9 +10,10 @@ import av
 import numpy as np
 import pytest
 import torch
-from conftest import require_data
 from PIL import Image
 from pycocotools.coco import COCO
+
+from conftest import require_data
 
 from masklet.export import (
     OverlayVideoWriter,
@@ -167,7 +168,10 @@ def test_davis_palette():
 
 def test_palette_png_round_trip(tmp_path):
     masks = _blob_masks(0, 4, 30, 40)
-    by_id = {3: masks[0], 7: torch.from_numpy(masks[1]), 12: masks[2][None], 255: masks[3].astype(np.uint8)}
+    by_id = {
+        3: masks[0], 7: torch.from_numpy(masks[1]), 12: masks[2][None],
+        255: masks[3].astype(np.uint8),
+    }
     path = tmp_path / "f.png"
     write_palette_png(path, by_id)
     labels, palette = read_palette_png(path)
@@ -249,7 +253,9 @@ def test_coco_image_json_round_trip(tmp_path):
             np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), mask)
             assert ann["area"] == mask.sum() and ann["iscrowd"] == 0
             ys, xs = np.nonzero(mask)
-            assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            assert ann["bbox"] == [
+                xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+            ]
             assert isinstance(ann["segmentation"]["counts"], str)
     anns_a = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
     assert [a["score"] for a in anns_a] == [0.9, 0.8, 0.7]
@@ -258,7 +264,11 @@ def test_coco_image_json_round_trip(tmp_path):
 
 def test_coco_video_json_round_trip(tmp_path):
     masks = _blob_masks(5, 6, 20, 24)
-    frames = [{1: masks[0], 4: masks[1]}, {1: masks[2], 4: np.zeros((20, 24), bool)}, label_map_from_masks({2: masks[3]})]
+    frames = [
+        {1: masks[0], 4: masks[1]},
+        {1: masks[2], 4: np.zeros((20, 24), bool)},
+        label_map_from_masks({2: masks[3]}),
+    ]
     data = video_masks_to_coco("dog", frames)
     path = tmp_path / "video.json"
     write_json(path, data)
@@ -269,7 +279,9 @@ def test_coco_video_json_round_trip(tmp_path):
     # The empty mask of object 4 in frame 1 is not annotated.
     assert sorted(seen) == [(0, 1), (0, 4), (1, 1), (2, 2)]
     for (frame, obj_id), mask in seen.items():
-        expected = frames[frame][obj_id] if isinstance(frames[frame], dict) else frames[frame] == obj_id
+        expected = (
+            frames[frame][obj_id] if isinstance(frames[frame], dict) else frames[frame] == obj_id
+        )
         np.testing.assert_array_equal(mask, expected)
 
 
@@ -310,7 +322,8 @@ def test_overlay_pixels():
     color = davis_palette()[2].astype(np.float32)
     np.testing.assert_array_equal(out[~mask], image[~mask])  # background untouched
     inner = (slice(6, 14), slice(6, 19))
-    expected = np.clip(image[inner] * np.float32(0.75) + color * np.float32(0.25) + 0.5, 0, 255).astype(np.uint8)
+    blended = image[inner] * np.float32(0.75) + color * np.float32(0.25) + 0.5
+    expected = np.clip(blended, 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(out[inner], expected)
     border = mask.copy()
     border[inner] = False

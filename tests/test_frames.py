@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require_data, require_reference
 from PIL import Image
+
+from conftest import require_data, require_reference
 
 from masklet.io import (
     IMAGENET_MEAN,
@@ -250,7 +251,9 @@ def test_preprocess_video_frame_matches_reference_loader_bit_for_bit(tmp_path):
     require_reference()
     from sam2.utils import misc
     bedroom = _bedroom()
-    folder = _copy_frames(tmp_path, [("0.jpg", bedroom / "00000.jpg"), ("1.jpg", bedroom / "00031.jpg")])
+    folder = _copy_frames(
+        tmp_path, [("0.jpg", bedroom / "00000.jpg"), ("1.jpg", bedroom / "00031.jpg")]
+    )
     ref, ref_height, ref_width = misc.load_video_frames_from_jpg_images(
         str(folder), image_size=1024, offload_video_to_cpu=True, compute_device=torch.device("cpu")
     )
@@ -269,7 +272,9 @@ def _antialiased_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
     weights = np.zeros((out_size, in_size))
     for i in range(out_size):
         center = (i + 0.5) * scale
-        taps = np.arange(max(int(center - radius + 0.5), 0), min(int(center + radius + 0.5), in_size))
+        taps = np.arange(
+            max(int(center - radius + 0.5), 0), min(int(center + radius + 0.5), in_size)
+        )
         w = np.clip(1.0 - np.abs((taps + 0.5 - center) / radius), 0.0, None)
         weights[i, taps] = w / w.sum()
     return weights
@@ -294,7 +299,9 @@ def test_preprocess_image_is_antialiased_bilinear(crop, size):
         # The check can tell antialiasing apart from plain bilinear sampling.
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
         plain = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)[0]
-        plain = (plain - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+        mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+        std = torch.tensor(IMAGENET_STD)[:, None, None]
+        plain = (plain - mean) / std
         assert np.abs(plain.numpy() - expected).max() > 1e-2
 
 
@@ -305,14 +312,15 @@ def test_preprocess_image_at_official_size():
     assert np.abs(ours.numpy() - _hand_preprocess_image(image, 1024)).max() < 1e-5
     # Already square at the target size: no resampling at all, like torchvision.
     square = image[:64, :64]
-    expected = (square.transpose(2, 0, 1) / np.float32(255) - np.array(IMAGENET_MEAN, np.float32)[:, None, None]) / np.array(
-        IMAGENET_STD, np.float32
-    )[:, None, None]
+    mean = np.array(IMAGENET_MEAN, np.float32)[:, None, None]
+    std = np.array(IMAGENET_STD, np.float32)[:, None, None]
+    expected = (square.transpose(2, 0, 1) / np.float32(255) - mean) / std
     np.testing.assert_allclose(preprocess_image(square, 64).numpy(), expected, rtol=0, atol=1e-6)
 
 
 def test_preprocess_image_matches_reference_transforms_when_torchvision_loads():
-    """The official SAM2Transforms need torchvision, which cannot be imported in this environment."""
+    """The official SAM2Transforms need torchvision, which cannot be imported in this
+    environment."""
     require_reference()
     try:
         from sam2.utils.transforms import SAM2Transforms
@@ -367,7 +375,9 @@ def test_prefetch_gives_the_sequential_tensors_in_both_directions():
     order = [*range(12), *range(11, -1, -1), 40, 7, 41, 3, 3, 59]
     with JpegFolderSource(folder) as source:
         expected = {i: preprocess_video_frame(source.get(i), 64) for i in set(order)}
-    with PreprocessedFrames(JpegFolderSource(folder), image_size=64, prefetch=3, cache_size=2) as frames:
+    with PreprocessedFrames(
+        JpegFolderSource(folder), image_size=64, prefetch=3, cache_size=2
+    ) as frames:
         assert (frames.video_height, frames.video_width, len(frames)) == (540, 960, 60)
         for idx in order:
             assert torch.equal(frames[idx], expected[idx]), idx
@@ -426,7 +436,9 @@ def test_errors_in_the_prefetch_thread_reach_the_consumer(tmp_path):
         return preprocess_video_frame(frame, image_size)
 
     source = ArraySource([np.full((4, 4, 3), v, np.uint8) for v in (0, 255, 0)])
-    with PreprocessedFrames(source, image_size=8, preprocess=explode_on_white, prefetch=1) as frames:
+    with PreprocessedFrames(
+        source, image_size=8, preprocess=explode_on_white, prefetch=1
+    ) as frames:
         frames[0]
         with pytest.raises(Boom):
             frames[1]
@@ -444,7 +456,9 @@ def test_prefetch_thread_stops_on_close_and_on_garbage_collection(dog_reference)
     with pytest.raises(VideoReadError, match="closed"):
         source.get(0)  # the loader closed the source it owns
 
-    frames = PreprocessedFrames(ArraySource([np.zeros((4, 4, 3), np.uint8)] * 5), image_size=8, prefetch=2)
+    frames = PreprocessedFrames(
+        ArraySource([np.zeros((4, 4, 3), np.uint8)] * 5), image_size=8, prefetch=2
+    )
     frames[1]
     del frames
     gc.collect()

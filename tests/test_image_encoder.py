@@ -7,9 +7,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import require_data, require_reference
 from PIL import Image
 from torch import nn
+
+from conftest import require_data, require_reference
 
 from masklet.modeling.hiera import Hiera, drop_path
 from masklet.modeling.image_encoder import FpnNeck, ImageEncoder, ImageEncoderOutput

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import require_reference
 from torch import nn
+
+from conftest import require_reference
 
 from masklet.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
 from masklet.modeling.memory_encoder import (

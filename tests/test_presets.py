@@ -21,7 +21,7 @@ SIZE = 256  # input resolution of the forward checks (feature map 16x16, low-res
 HEAVY_PARAMS = 60e6  # base_plus and large: a build + forward + reload takes >15 s on 2 busy cores
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _num_params(name: str) -> int:
     """Learnable parameters (not buffers), counted on the meta device."""
     with torch.device("meta"):

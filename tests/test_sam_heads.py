@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from conftest import require_reference
+
 from masklet.modeling.mask_decoder import MaskDecoder
 from masklet.modeling.prompt_encoder import PromptEncoder
 from masklet.modeling.transformer import TwoWayTransformer

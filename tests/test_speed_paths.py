@@ -9,6 +9,7 @@ the straightforward computation, and the bf16 precision switch with fp32.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -117,8 +118,8 @@ def test_complex_rope_equals_real_rotation(inplace):
     cos, sin = rope_tables(6, 5, 16, 10000.0, torch.device("cpu"), torch.float32)
     q, k = torch.randn(2, 2, 30, 16), torch.randn(2, 2, 2 * 30 + 3, 16)
     expected_q = rotate_pairs(q, cos, sin)
-    expected_k = torch.cat([rotate_pairs(k[:, :, :60].unflatten(2, (2, 30)), cos, sin).flatten(2, 3),
-                            k[:, :, 60:]], dim=2)
+    rotated = rotate_pairs(k[:, :, :60].unflatten(2, (2, 30)), cos, sin).flatten(2, 3)
+    expected_k = torch.cat([rotated, k[:, :, 60:]], dim=2)
     with torch.no_grad():
         got_q, got_k = apply_axial_rope(q.clone(), k.clone(), cos, sin, repeat_k=True,
                                         num_k_exclude=3, inplace=inplace)
@@ -323,3 +324,17 @@ def test_precision_switch_is_checked_and_scoped():
     with inference_context("bf16", torch.device("cpu")):
         assert torch.is_autocast_enabled("cpu") and torch.is_inference_mode_enabled()
     assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("has_amx", [False, True])
+def test_bf16_on_cpu_without_amx_warns(monkeypatch, has_amx):
+    """bf16 is slower than fp32 on CPUs without AMX: asking for it there says so."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: has_amx, raising=False)
+    model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(64))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        VideoPredictor(model, precision="bf16", progress=False)
+        VideoPredictor(model, precision="fp32", progress=False)
+    slow = [w for w in caught if "without AMX" in str(w.message)]
+    assert len(slow) == (0 if has_amx else 1)
+    assert check_precision("bf16", torch.device("meta")) == "bf16"  # not a CPU: no check

@@ -1,7 +1,8 @@
 """Parity of masklet's VideoPredictor with the official SAM2VideoPredictor (same random weights).
 
 Real bedroom frames; the default suite runs tiny at 256 px on 12 frames (every code path,
-a 16x16 memory grid), the slow suite at 512 px and at the official 1024 px. Hole filling is off on both sides (the reference skips it on CPU).
+a 16x16 memory grid), the slow suite at 512 px and at the official 1024 px. Hole filling
+is off on both sides (the reference skips it on CPU).
 """
 
 from __future__ import annotations

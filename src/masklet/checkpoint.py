@@ -37,7 +37,8 @@ class KeyReport:
 
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
-    """Load weights from an official `.pt` (``{"model": ...}``), a bare state dict or safetensors."""
+    """Load weights from an official `.pt` (``{"model": ...}``), a bare state dict or
+    safetensors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")

@@ -94,7 +94,7 @@ class ModelConfig:
         """Side of the lowest-resolution feature map (64 at 1024 px)."""
         return self.image_size // self.backbone_stride
 
-    def with_image_size(self, image_size: int) -> "ModelConfig":
+    def with_image_size(self, image_size: int) -> ModelConfig:
         """The same model at another input resolution (must be a multiple of 32*window)."""
         return replace(self, image_size=image_size)
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 from conftest import require_data
 
 pytest.importorskip("fastapi", reason="the app extra (fastapi) is not installed")

@@ -7,8 +7,9 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import require_data
 from PIL import Image
+
+from conftest import require_data
 
 from .conftest import counts, wait_job
 
@@ -127,7 +128,8 @@ def test_upload_refusals(make_service, tmp_path):
 
 def test_rename_and_delete_video(client, svc):
     vid = opened(client)
-    assert client.patch(f"/api/videos/{vid}", json={"name": " my  clip "}).json()["name"] == "my clip"
+    renamed = client.patch(f"/api/videos/{vid}", json={"name": " my  clip "}).json()
+    assert renamed["name"] == "my clip"
     refused(client, svc, "PATCH", f"/api/videos/{vid}", 400, json={"name": "  "})
     refused(client, svc, "PATCH", "/api/videos/99", 404, json={"name": "x"})
     client.post(f"/api/videos/{vid}/prompts", json=CLICK)
@@ -226,7 +228,8 @@ def test_clear_undo_redo(client, svc):
     assert np.array_equal(label_map(client, vid, 0), mask_two)
     client.post(f"{url}/undo")
     client.post(f"{url}/undo")
-    assert not label_map(client, vid, 0).any() and one["version"] < client.get(url).json()["version"]
+    assert not label_map(client, vid, 0).any()
+    assert one["version"] < client.get(url).json()["version"]
     refused(client, svc, "POST", f"{url}/undo", 409)
     client.post(f"{url}/redo")
     client.post(f"{url}/prompts", json={**CLICK, "points": [[10, 10]]})  # drops the redo stack

@@ -3,7 +3,8 @@
 The real server (`masklet.app.server.create_app` over an `AnnotationService` with the
 bundled nano model, roots: ../shared/data) runs in a thread on a free loopback port; the
 page is used the way a person would (clicks on the frame, buttons, keys), and what it
-draws is compared with what the server stored. Screenshots of every step go to test-artifacts/browser/.
+draws is compared with what the server stored. Screenshots of every step go to
+test-artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_data
 from PIL import Image
+
+from conftest import require_data
 
 from masklet.app.server import create_app
 from masklet.app.service import AnnotationService, AppConfig
@@ -45,7 +47,8 @@ TIMEOUT_MS = 20_000
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (test extra) is not installed")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright (test extra) is not installed")
 
 # Counts the mask canvas's drawn (non-transparent) pixels.
 COUNT_MASK_JS = """() => {
@@ -184,7 +187,8 @@ class Page:
             arg=before)
         self.shot(step)  # the progress bar on its way (or already full, on a fast machine)
         self.page.wait_for_function(
-            "b => { const j = window.masklet.job; return j && j.id !== b && j.state !== 'running'; }",
+            "b => { const j = window.masklet.job; "
+            "return j && j.id !== b && j.state !== 'running'; }",
             arg=before, timeout=60_000)
         return self.page.evaluate("() => window.masklet.job")
 
@@ -383,7 +387,8 @@ def test_upload_two_tabs_cancel(server, browser_context, tmp_path):
     assert "object 2: " in tab.wait_status("info")
     boxes = [p["box"] for p in _prompts(server, vid, 0) if p["object"] == 2]
     assert len(boxes) == 1 and boxes[0][2] > boxes[0][0] and boxes[0][3] > boxes[0][1], boxes
-    other.page.wait_for_function("() => document.querySelectorAll('#object-list li.object').length === 2")
+    other.page.wait_for_function(
+        "() => document.querySelectorAll('#object-list li.object').length === 2")
     other.wait_mask_drawn(0)
     other.shot("followed")
     page.keyboard.press("1")  # number keys pick objects in list order
@@ -397,7 +402,8 @@ def test_upload_two_tabs_cancel(server, browser_context, tmp_path):
     page.click("#cancel-btn")
     page.wait_for_function("() => window.masklet.job.state === 'cancelled'")
     assert "cancelled" in tab.wait_status("info")
-    other.page.wait_for_function("() => window.masklet.job && window.masklet.job.state === 'cancelled'")
+    other.page.wait_for_function(
+        "() => window.masklet.job && window.masklet.job.state === 'cancelled'")
     job = page.evaluate("() => window.masklet.job")
     assert 0 < job["done"] < job["total"], job
     masked = server.json(f"/api/videos/{vid}/timeline")["masked"]
@@ -410,7 +416,8 @@ def test_upload_two_tabs_cancel(server, browser_context, tmp_path):
     page.locator('#object-list li[data-object-id="2"] button').click()
     tab.wait_status("info")
     assert [o["id"] for o in server.json(f"/api/videos/{vid}")["objects"]] == [1]
-    other.page.wait_for_function("() => document.querySelectorAll('#object-list li.object').length === 1")
+    other.page.wait_for_function(
+        "() => document.querySelectorAll('#object-list li.object').length === 1")
     tab.check_no_errors()
     other.check_no_errors()
     other.page.close()

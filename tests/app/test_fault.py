@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from conftest import require_data
 
 FRAMES = 60

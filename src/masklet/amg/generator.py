@@ -22,7 +22,8 @@ like the official one, `generate` does not call it.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

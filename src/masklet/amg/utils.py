@@ -8,8 +8,9 @@ helpers live in :mod:`masklet.amg.rle` and are re-exported here.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from itertools import product
-from typing import Any, Iterator, Sequence, Union
+from typing import Any
 
 import numpy as np
 import scipy.ndimage
@@ -38,7 +39,7 @@ __all__ = [
     "uncrop_points",
 ]
 
-MaskValue = Union[torch.Tensor, np.ndarray, list, None]
+MaskValue = torch.Tensor | np.ndarray | list | None
 _SUPPORTED = (torch.Tensor, np.ndarray, list)
 
 
@@ -82,7 +83,7 @@ class MaskData:
         for key, value in self._fields.items():
             self._fields[key] = _select(value, keep)
 
-    def cat(self, other: "MaskData") -> None:
+    def cat(self, other: MaskData) -> None:
         """Append `other`'s masks along dim 0; fields new to `self` are copied in."""
         for key, value in other.items():
             mine = self._fields.get(key)
@@ -147,7 +148,8 @@ def build_point_grid(n_per_side: int) -> np.ndarray:
 def build_all_layer_point_grids(
     n_per_side: int, n_layers: int, scale_per_layer: int
 ) -> list[np.ndarray]:
-    """One point grid per crop layer (layer 0 is the full image), each `scale_per_layer` x sparser."""
+    """One point grid per crop layer (layer 0 is the full image), each `scale_per_layer` x
+    sparser."""
     return [
         build_point_grid(int(n_per_side / (scale_per_layer**layer)))
         for layer in range(n_layers + 1)
@@ -272,7 +274,7 @@ def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
 def remove_small_regions(
     mask: np.ndarray, area_thresh: float, mode: str
 ) -> tuple[np.ndarray, bool]:
-    """Fill holes (``mode="holes"``) or drop islands (``mode="islands"``) smaller than `area_thresh`.
+    """Fill holes (``mode="holes"``) or drop islands (``mode="islands"``) under `area_thresh`.
 
     Regions are 8-connected. Labels are numbered in raster order (as OpenCV does),
     so "keep the largest island" breaks ties the same way as the reference.

@@ -8,8 +8,8 @@ objects are tracked forwards with the video predictor.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -50,7 +50,7 @@ class EventHub:
         idle = 0.0
         while not await is_closed():
             events = self.since(video_id, seq)
-            for seq, event, data in _coalesced(events):
+            for _seq, event, data in _coalesced(events):
                 yield sse(event, data)
             if events:
                 seq = events[-1][0]

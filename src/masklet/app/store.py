@@ -32,7 +32,9 @@ class Action:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Action:
-        load = lambda v: None if v is None else json.loads(v)
+        def load(v):
+            return None if v is None else json.loads(v)
+
         return cls(row["id"], row["group_id"], row["frame"], row["obj"], row["kind"],
                    load(row["points"]), load(row["labels"]), load(row["box"]),
                    row["mask_rle"], row["created_at"])
@@ -114,7 +116,9 @@ def touch_object_prompts(conn: sqlite3.Connection, video_id: int, obj: int, vers
 # ------------------------------------------------------------------------ actions
 def insert_action(conn: sqlite3.Connection, video_id: int, group_id: int, frame: int, obj: int,
                   kind: str, *, points=None, labels=None, box=None, mask_rle=None) -> int:
-    dump = lambda v: None if v is None else json.dumps(v)
+    def dump(v):
+        return None if v is None else json.dumps(v)
+
     cur = conn.execute(
         "INSERT INTO actions (video_id, group_id, frame, obj, kind, points, labels, box, "
         "mask_rle, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

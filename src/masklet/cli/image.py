@@ -7,8 +7,16 @@ from pathlib import Path
 import click
 import numpy as np
 
-from masklet.cli.common import (CliError, autocast, check_out_dir, load_model, model_options, parse_floats,
-                                parse_point, user_errors)
+from masklet.cli.common import (
+    CliError,
+    autocast,
+    check_out_dir,
+    load_model,
+    model_options,
+    parse_floats,
+    parse_point,
+    user_errors,
+)
 
 
 @click.command("image")

@@ -7,8 +7,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from masklet.cli.common import (CliError, autocast, check_out_dir, load_model, model_options,
-                                user_errors)
+from masklet.cli.common import (
+    CliError,
+    autocast,
+    check_out_dir,
+    load_model,
+    model_options,
+    user_errors,
+)
 from masklet.cli.prompts import VideoPrompt, parse_inline, read_prompt_file
 
 
@@ -128,8 +134,13 @@ def _track(predictor, state) -> dict[int, np.ndarray]:
 
 
 def _write_outputs(out_dir, overwrite, name, state, labels, overlay, coco, fps, quiet):
-    from masklet.export import (OverlayVideoWriter, atomic_dir, masks_from_label_map,
-                                video_masks_to_coco, write_json)
+    from masklet.export import (
+        OverlayVideoWriter,
+        atomic_dir,
+        masks_from_label_map,
+        video_masks_to_coco,
+        write_json,
+    )
     from masklet.export.masks import write_palette_png
 
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

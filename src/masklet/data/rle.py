@@ -8,7 +8,8 @@ error messages that name the offending file.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils

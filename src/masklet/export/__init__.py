@@ -1,4 +1,5 @@
-"""Writing results: atomic file/folder writes, PNG / COCO / SA-V masks, overlay images and videos."""
+"""Writing results: atomic file/folder writes, PNG / COCO / SA-V masks, overlay images
+and videos."""
 
 from masklet.export.atomic import PendingFile, atomic_dir, atomic_path, atomic_write
 from masklet.export.masks import (

@@ -13,9 +13,10 @@ import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 __all__ = ["PendingFile", "atomic_write", "atomic_path", "atomic_dir"]
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,9 +42,9 @@ __all__ = [
     "encode_coco_rle",
 ]
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
-FrameMasks = Union[Mapping[int, ArrayLike], ArrayLike]
-PathLike = Union[str, os.PathLike]
+ArrayLike = np.ndarray | torch.Tensor
+FrameMasks = Mapping[int, ArrayLike] | ArrayLike
+PathLike = str | os.PathLike
 
 
 @functools.cache
@@ -87,7 +88,9 @@ def to_numpy_mask(mask: ArrayLike) -> np.ndarray:
 
 def _check_label_map(labels: np.ndarray, dtype: type) -> np.ndarray:
     if labels.ndim != 2 or labels.dtype.kind not in "iu":
-        raise ValueError(f"a label map must be a 2-D integer array, got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"a label map must be a 2-D integer array, got {labels.dtype} {labels.shape}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(dtype).max):
         raise ValueError(f"label values do not fit a {np.dtype(dtype).name} label map")
     return labels.astype(dtype, copy=False)
@@ -121,7 +124,9 @@ def masks_from_label_map(labels: ArrayLike) -> dict[int, np.ndarray]:
     return {int(k): labels == k for k in np.unique(labels) if k != 0}
 
 
-def write_palette_png(path: PathLike, masks: FrameMasks, *, palette: np.ndarray | None = None) -> None:
+def write_palette_png(
+    path: PathLike, masks: FrameMasks, *, palette: np.ndarray | None = None
+) -> None:
     """Write one frame as an 8-bit indexed PNG (index = object id), atomically."""
     # putpalette turns the 8-bit greyscale image into a palette ("P") image.
     image = Image.fromarray(label_map_from_masks(masks))

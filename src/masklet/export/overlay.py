@@ -8,9 +8,9 @@ smaller id is drawn, as in the PNGs.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from types import TracebackType
-from typing import Mapping, Sequence, Union
 
 import av
 import numpy as np
@@ -23,8 +23,8 @@ from masklet.export.masks import ArrayLike, davis_palette, label_map_from_masks
 
 __all__ = ["overlay_masks", "write_overlay_png", "OverlayVideoWriter"]
 
-OverlayMasks = Union[Mapping[int, ArrayLike], ArrayLike, Sequence[ArrayLike]]
-PathLike = Union[str, os.PathLike]
+OverlayMasks = Mapping[int, ArrayLike] | ArrayLike | Sequence[ArrayLike]
+PathLike = str | os.PathLike
 
 
 def _label_map(masks: OverlayMasks) -> np.ndarray:
@@ -224,7 +224,7 @@ class OverlayVideoWriter:
             pass
         self._pending.discard()
 
-    def __enter__(self) -> "OverlayVideoWriter":
+    def __enter__(self) -> OverlayVideoWriter:
         return self
 
     def __exit__(

@@ -102,7 +102,8 @@ class FrameSource(ABC):
         # Without this, truth-testing a live source would call __len__ and raise.
         return True
 
-    def close(self) -> None:
+    # A no-op by default, not abstract: sources that keep nothing open need no cleanup.
+    def close(self) -> None:  # noqa: B027
         """Release files or decoders held by the source (idempotent)."""
 
     def __enter__(self) -> FrameSource:

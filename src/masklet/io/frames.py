@@ -10,7 +10,6 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image
@@ -30,9 +29,10 @@ __all__ = [
     "open_frames",
 ]
 
-VideoInput = Union[
-    FrameSource, str, os.PathLike, bytes, np.ndarray, Sequence[np.ndarray], Iterable[np.ndarray]
-]
+VideoInput = (
+    FrameSource | str | os.PathLike | bytes | np.ndarray
+    | Sequence[np.ndarray] | Iterable[np.ndarray]
+)
 
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 _PNG_SUFFIXES = (".png",)

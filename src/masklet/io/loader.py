@@ -244,7 +244,8 @@ class PreprocessedFrames:
 
     @property
     def num_held_frames(self) -> int:
-        """Tensors currently held (cache, prefetched, being prefetched): <= cache_size + prefetch."""
+        """Tensors currently held (cache, prefetched, being prefetched):
+        <= cache_size + prefetch."""
         held = len(self._cache)
         return held + (self._prefetcher.num_held if self._prefetcher is not None else 0)
 

@@ -26,10 +26,11 @@ class VideoFileSource(FrameSource):
 
     Access: a request ahead of the decoder's position, within the keyframe
     interval it is decoding, decodes forward; any other request seeks to the
-    keyframe at or before the frame and decodes from there. The `cache_size` most recent frames decoded up to a target are
-    kept, so stepping backwards (reverse propagation) decodes each keyframe
-    interval once per `cache_size` frames instead of once per frame. Streams
-    whose packets have no timestamps fall back to decoding from the start.
+    keyframe at or before the frame and decodes from there. The `cache_size`
+    most recent frames decoded up to a target are kept, so stepping backwards
+    (reverse propagation) decodes each keyframe interval once per `cache_size`
+    frames instead of once per frame. Streams whose packets have no timestamps
+    fall back to decoding from the start.
 
     Frames are the decoder's pixels converted to RGB by FFmpeg (`rgb24`); display
     rotation metadata is not applied.
@@ -73,7 +74,8 @@ class VideoFileSource(FrameSource):
     # -- opening and indexing ------------------------------------------------------------
 
     def _open_container(self) -> av.container.InputContainer:
-        target = io.BytesIO(self._video) if isinstance(self._video, (bytes, bytearray)) else self.name
+        is_bytes = isinstance(self._video, (bytes, bytearray))
+        target = io.BytesIO(self._video) if is_bytes else self.name
         try:
             return av.open(target, mode="r")
         except (av.error.FFmpegError, OSError) as err:

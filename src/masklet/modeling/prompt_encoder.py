@@ -56,7 +56,8 @@ class PositionEmbeddingRandom(nn.Module):
     def forward_with_coords(
         self, coords: torch.Tensor, image_size: tuple[int, int]
     ) -> torch.Tensor:
-        """coords: [B, N, 2] pixel (x, y) in an image of size (H, W) -> [B, N, 2 * num_pos_feats]."""
+        """coords: [B, N, 2] pixel (x, y) in an image of size (H, W)
+        -> [B, N, 2 * num_pos_feats]."""
         height, width = image_size
         coords = coords.float()
         unit = torch.stack([coords[..., 0] / width, coords[..., 1] / height], dim=-1)

@@ -7,7 +7,6 @@ a `SAM2Model`; it never subclasses it.
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 
 import numpy as np

@@ -52,7 +52,7 @@ class VideoPredictor:
         precision: str = "fp32",
     ) -> None:
         self.model = model
-        self.precision = check_precision(precision)
+        self.precision = check_precision(precision, model.device)
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input

@@ -95,7 +95,9 @@ def _spatial_memories(model, frame_idx, cond_sel, unselected, non_cond, reverse,
 
 def _pointer_entries(model, frame_idx, cond_sel, unselected, non_cond, num_frames, reverse):
     c = model.config
-    max_ptrs = min(num_frames, c.max_obj_ptrs_in_encoder) if num_frames else c.max_obj_ptrs_in_encoder
+    max_ptrs = (
+        min(num_frames, c.max_obj_ptrs_in_encoder) if num_frames else c.max_obj_ptrs_in_encoder
+    )
     sign = -1 if reverse else 1
     cond_ptrs = cond_sel
     if not model.training and c.only_obj_ptrs_in_the_past_for_eval:

@@ -70,7 +70,7 @@ class StreamingTracker:
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         self.model = model
-        self.precision = check_precision(precision)
+        self.precision = check_precision(precision, model.device)
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
         self.prefetch = prefetch

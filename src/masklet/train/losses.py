@@ -115,7 +115,9 @@ def pass_losses(step: DecoderPass, target: torch.Tensor, cfg: LossConfig) -> Los
     if masks.shape[1] > 1:
         best = torch.argmin(cfg.mask_weight * focal + cfg.dice_weight * dice, dim=-1, keepdim=True)
         focal, dice = focal.gather(1, best), dice.gather(1, best)
-        iou_err = iou_err.mean(-1, keepdim=True) if cfg.supervise_all_iou else iou_err.gather(1, best)
+        iou_err = (
+            iou_err.mean(-1, keepdim=True) if cfg.supervise_all_iou else iou_err.gather(1, best)
+        )
     present = target[:, 0].flatten(1).any(-1, keepdim=True).to(masks.dtype)  # [O, 1]
     score_loss = F.binary_cross_entropy_with_logits(
         step.object_score_logits.float(), present, reduction="sum"
