@@ -127,6 +127,10 @@ def agreement(masks: list[torch.Tensor], baseline: list[torch.Tensor]) -> str:
 def speed(args) -> None:
     folder = _looped_folder(args.frames_dir, args.frames)
     ref, ours = build_pair(args.preset, args.image_size)
+    if args.compile:
+        from masklet.modeling.compile import compile_for_inference
+
+        compile_for_inference(ours.model)  # compiled during the warm-up frames
     rows, notes, fp32 = [], [], {}
     for dtype in args.dtypes:
         for n in args.objects:
@@ -147,7 +151,8 @@ def speed(args) -> None:
             notes.append(_agreement_note(dtype, n, res, fp32))
     print(f"{args.preset} at {args.image_size}px, bedroom frames, {args.frames} frames "
           f"({args.warmup} warm-up, the rest averaged), torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}, CPU flags: {_cpu_flags()}")
+          f"load average {os.getloadavg()[0]:.1f}, CPU flags: {_cpu_flags()}"
+          + (", masklet compiled (torch.compile)" if args.compile else ""))
     print("s = CPU seconds per frame (process time); ratios reference / masklet, by CPU time "
           "and by wall time; runs interleaved frame by frame")
     print_table(["dtype", "objects", "ref s", "offline s", "stream s", "ref/offline",
@@ -255,6 +260,8 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[100, 1000, 5000])
     p.add_argument("--max-ref-frames", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile", action="store_true",
+                   help="speed: torch.compile masklet's model (compiled in the warm-up)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from conftest import require_reference
+from reference import rel_err
 
 from masklet.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
 from masklet.modeling.memory_encoder import (
@@ -26,9 +27,6 @@ from masklet.modeling.rope import RoPEAttention, apply_axial_rope, rope_tables
 TOL = 1e-4
 D_MODEL, MEM_DIM = 256, 64
 
-
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((ours.float() - ref.float()).abs().max() / max(1.0, ref.abs().max().item())).item()
 
 
 def randomize(module: nn.Module, seed: int = 0) -> None:

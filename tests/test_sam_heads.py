@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from conftest import require_reference
+from reference import rel_err
 
 from masklet.modeling.mask_decoder import MaskDecoder
 from masklet.modeling.prompt_encoder import PromptEncoder
@@ -36,13 +37,6 @@ PLAIN = dict(
 NO_SIGMOID = dict(SAM21, iou_prediction_use_sigmoid=False, pred_obj_scores_mlp=False)
 VARIANTS = {"sam2.1": SAM21, "plain": PLAIN, "no_sigmoid": NO_SIGMOID}
 
-
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    if ref.numel() == 0:
-        return 0.0
-    scale = max(1.0, ref.abs().max().item())
-    return (ours - ref).abs().max().item() / scale
 
 
 def randomize(module: nn.Module, seed: int, std: float = 0.05) -> None:

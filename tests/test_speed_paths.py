@@ -16,6 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reference import rel_err
+
 from masklet import StreamingTracker, VideoPredictor, build_model, get_config
 from masklet.modeling import blocked_attention as blocked
 from masklet.modeling.common import MLP, by_row_chunks, linear, linear_activation
@@ -40,9 +42,6 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1)).item()
 
 
 # ------------------------------------------------------------------ attention kernels

@@ -9,6 +9,7 @@ import torch
 
 from masklet.checkpoint import check_fits, read_state_dict
 from masklet.config import ModelConfig, get_config
+from masklet.modeling.compile import compile_for_inference
 from masklet.modeling.sam2 import SAM2Model
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ def build_model(
     *,
     device: str | torch.device | None = None,
     eval_mode: bool = True,
+    compile: bool = False,
 ) -> SAM2Model:
     """Build a SAM 2 model and load its weights.
 
@@ -30,12 +32,16 @@ def build_model(
             dict, or None for randomly initialised weights.
         device: where to put the model (default: CPU).
         eval_mode: put the model in eval mode (inference); False for training.
+        compile: ``torch.compile`` the heavy modules for inference (see
+            `masklet.modeling.compile`); needs ``eval_mode``.
 
     Raises:
         KeyError: unknown preset name.
         CheckpointError: unreadable checkpoint, or one that does not fit the preset (the
             message names the missing / unexpected keys and the preset it fits).
     """
+    if compile and not eval_mode:
+        raise ValueError("compile=True is for inference: it needs eval_mode=True")
     config = preset if isinstance(preset, ModelConfig) else get_config(preset)
     state = None
     if checkpoint is not None:
@@ -49,4 +55,7 @@ def build_model(
     else:
         model.load_state_dict(state, strict=True)
     model.to(device or "cpu")
-    return model.eval() if eval_mode else model.train()
+    if not eval_mode:
+        return model.train()
+    model.eval()
+    return compile_for_inference(model) if compile else model

@@ -35,11 +35,13 @@ from masklet.cli.prompts import VideoPrompt, parse_inline, read_prompt_file
 @click.option("--stream", is_flag=True,
               help="Stream the video in bounded memory (prompts on frame 0 only).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the model first (about a minute; pays off on long videos).")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages.")
 @user_errors
-def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, overwrite, preset,
-              checkpoint, device, dtype, quiet):
+def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, overwrite,
+              compile_model, preset, checkpoint, device, dtype, quiet):
     """Track objects through VIDEO (a video file or a folder of JPEG frames).
 
     Prompts go on any frames; tracking runs forwards from the earliest prompted frame and
@@ -56,6 +58,10 @@ def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, o
     if stream and any(p.frame != 0 for p in prompts):
         raise CliError("--stream takes prompts on frame 0 only")
     model = load_model(preset, checkpoint, device, quiet)
+    if compile_model:
+        from masklet.modeling.compile import compile_for_inference
+
+        compile_for_inference(model)
     if stream:
         with autocast(model.device, dtype):
             state, labels = _stream(model, video, prompts, quiet)

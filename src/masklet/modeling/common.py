@@ -105,6 +105,8 @@ def _fusable(x: torch.Tensor, layer: nn.Linear) -> bool:
         and x.dtype == layer.weight.dtype
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
+        # Under torch.compile the backend fuses (and lowers) linears itself.
+        and not torch.compiler.is_compiling()
     )
 
 

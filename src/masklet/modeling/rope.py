@@ -46,7 +46,8 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate channel pairs of x: [..., N, dim] with tables [N, dim / 2] -> [..., N, dim].
 
     Equivalent to multiplying the complex numbers x[2j] + i x[2j+1] by cos + i sin.
-    Plain real arithmetic in x's dtype; `apply_axial_rope` uses the faster complex form.
+    Plain real arithmetic in x's dtype; `apply_axial_rope` uses the faster complex form
+    (and this one under torch.compile, which generates no code for complex numbers).
     """
     pairs = x.unflatten(-1, (-1, 2))
     real, imag = pairs[..., 0], pairs[..., 1]
@@ -102,16 +103,24 @@ def apply_axial_rope(
             raise ValueError(f"{num_rope} rotated keys are not whole copies of {num_q} queries")
     elif num_rope != num_q:
         raise ValueError(f"{num_rope} rotated keys != {num_q} queries; use rope_k_repeat")
-    cis = _cis_table(cos, sin)
-    q = _rotate(q, cis, inplace)
+    if torch.compiler.is_compiling():
+        # Inductor generates no code for complex numbers: rotate real pairs instead.
+        def rotate(x, inplace):
+            return rotate_pairs(x.float(), cos.float(), sin.float()).to(x.dtype)
+    else:
+        cis = _cis_table(cos, sin)
+
+        def rotate(x, inplace):
+            return _rotate(x, cis, inplace)
+    q = rotate(q, inplace)
     if num_rope == 0:
         return q, k
     # Split keys into [..., r, Nq, c] so the table broadcasts instead of being tiled.
     grid_keys = k[..., :num_rope, :].unflatten(-2, (-1, num_q))
-    if inplace and k.dtype == torch.float32:
-        _rotate(grid_keys, cis, inplace=True)
+    if inplace and k.dtype == torch.float32 and not torch.compiler.is_compiling():
+        rotate(grid_keys, inplace=True)
         return q, k
-    rotated = _rotate(grid_keys, cis, inplace=False).flatten(-3, -2)
+    rotated = rotate(grid_keys, inplace=False).flatten(-3, -2)
     if num_k_exclude == 0:
         return q, rotated
     return q, torch.cat([rotated, k[..., num_rope:, :]], dim=-2)
@@ -190,8 +199,9 @@ class RoPEAttention(Attention):
         q, k = self.split_heads(linear(q, self.q_proj)), self.split_heads(linear(k, self.k_proj))
         height, width = self.grid_size(q.shape[-2], grid_hw)
         # Angles in float32 whatever the activations' dtype (the rotation runs in float32).
-        cos, sin = rope_tables(height, width, q.shape[-1], self.rope_theta, q.device,
-                               torch.float32)
+        # torch.compile folds the tables into its graph itself; it cannot use the cache.
+        tables = rope_tables.__wrapped__ if torch.compiler.is_compiling() else rope_tables
+        cos, sin = tables(height, width, q.shape[-1], self.rope_theta, q.device, torch.float32)
         q, k = apply_axial_rope(q, k, cos, sin, repeat_k=self.rope_k_repeat,
                                 num_k_exclude=num_k_exclude_rope,
                                 inplace=not torch.is_grad_enabled())
