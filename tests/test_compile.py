@@ -27,7 +27,7 @@ def _track(model, frames) -> list[torch.Tensor]:
     return [logits.clone() for _, _, logits in predictor.propagate_in_video(state)]
 
 
-@pytest.mark.slow  # compiling takes one to two minutes on 2 CPU cores
+@pytest.mark.slow  # compiling takes about 3 minutes on 2 CPU cores (cold cache)
 def test_compiled_model_tracks_like_eager():
     """Two objects over 5 frames (the memory bank grows, so memory attention sees new
     shapes): the compiled model gives the eager model's mask logits."""
