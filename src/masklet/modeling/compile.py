@@ -3,9 +3,10 @@
 The four modules that do the work of a tracked frame are compiled in place: the image
 encoder (once per frame), memory attention, the memory encoder and the mask decoder.
 The prompt encoder and the bookkeeping around them stay eager (they are cheap and their
-inputs change shape with every click). The first calls pay for compilation (about a
-minute on a CPU for the tiny model); later frames reuse the compiled code, and the
-memory bank's growing length is handled by dynamic shapes after one recompilation.
+inputs change shape with every click). The first calls pay for compilation (minutes on
+a CPU: about 3 for the nano model at 128 px with a cold cache); later frames reuse the
+compiled code, and the memory bank's growing length is handled by dynamic shapes after
+one recompilation.
 
 Compiled models are for inference only: the parameters are frozen (``requires_grad``
 False), because a graph compiled with trainable parameters records autograd state that

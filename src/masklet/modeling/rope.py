@@ -103,24 +103,26 @@ def apply_axial_rope(
             raise ValueError(f"{num_rope} rotated keys are not whole copies of {num_q} queries")
     elif num_rope != num_q:
         raise ValueError(f"{num_rope} rotated keys != {num_q} queries; use rope_k_repeat")
-    if torch.compiler.is_compiling():
-        # Inductor generates no code for complex numbers: rotate real pairs instead.
-        def rotate(x, inplace):
-            return rotate_pairs(x.float(), cos.float(), sin.float()).to(x.dtype)
-    else:
-        cis = _cis_table(cos, sin)
+    # Inductor generates no code for complex numbers: under torch.compile, rotate real
+    # pairs out of place instead of multiplying by the cached complex table.
+    compiling = torch.compiler.is_compiling()
+    cis = None if compiling else _cis_table(cos, sin)
+    inplace = inplace and not compiling
 
-        def rotate(x, inplace):
-            return _rotate(x, cis, inplace)
+    def rotate(x: torch.Tensor, in_place: bool) -> torch.Tensor:
+        if cis is None:
+            return rotate_pairs(x.float(), cos.float(), sin.float()).to(x.dtype)
+        return _rotate(x, cis, in_place)
+
     q = rotate(q, inplace)
     if num_rope == 0:
         return q, k
     # Split keys into [..., r, Nq, c] so the table broadcasts instead of being tiled.
     grid_keys = k[..., :num_rope, :].unflatten(-2, (-1, num_q))
-    if inplace and k.dtype == torch.float32 and not torch.compiler.is_compiling():
-        rotate(grid_keys, inplace=True)
+    if inplace and k.dtype == torch.float32:
+        rotate(grid_keys, in_place=True)
         return q, k
-    rotated = rotate(grid_keys, inplace=False).flatten(-3, -2)
+    rotated = rotate(grid_keys, in_place=False).flatten(-3, -2)
     if num_k_exclude == 0:
         return q, rotated
     return q, torch.cat([rotated, k[..., num_rope:, :]], dim=-2)
