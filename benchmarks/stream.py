@@ -149,6 +149,7 @@ def speed(args) -> None:
                          f"{w_ref / wall['masklet offline']:.2f}x",
                          f"{w_ref / wall['masklet stream']:.2f}x"])
             notes.append(_agreement_note(dtype, n, res, fp32))
+            _progress(rows[-1], notes[-1])
     print(f"{args.preset} at {args.image_size}px, bedroom frames, {args.frames} frames "
           f"({args.warmup} warm-up, the rest averaged), torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}, CPU flags: {_cpu_flags()}"
@@ -179,6 +180,12 @@ def _agreement_note(dtype: str, n: int, res: dict, fp32: dict) -> str:
             ref_agree = agreement(res["reference"]["masks"], fp32[n]["reference"])
             line += f"; reference bf16 vs fp32: {ref_agree}"
     return line
+
+
+def _progress(row: list[str], note: str = "") -> None:
+    """Print a result as soon as it is measured, so a run stopped part-way keeps it (the
+    full table follows at the end)."""
+    print("measured: " + " | ".join(row) + (f" ({note})" if note else ""), flush=True)
 
 
 def _cpu_flags() -> str:
@@ -238,6 +245,7 @@ def memory(args) -> None:
             result = json.loads(out.strip().splitlines()[-1])
             rows.append([kind, str(length), f"{result['after_build_mb']:.0f}",
                          f"{result['peak_mb']:.0f}", f"{time.perf_counter() - start:.0f}"])
+            _progress(rows[-1])
     print(f"{args.preset} at {args.image_size}px, one object, bedroom frames looped")
     print_table(["run", "frames", "RSS after build MB", "peak RSS MB", "seconds"], rows)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from dataclasses import replace
@@ -341,7 +342,7 @@ def test_resume_continues_identically(tmp_path):
     torch.testing.assert_close(model.state_dict(), resumed.model.state_dict())
 
 
-def test_command_line_until_stops_early_on_the_full_schedule(tmp_path):
+def test_command_line_until_stops_early_on_the_full_schedule(tmp_path, caplog):
     from masklet.train.__main__ import main
     cfg = _tiny_config(tmp_path, max_steps=6, log_every=0)
     path = tmp_path / "cfg.json"
@@ -350,6 +351,14 @@ def test_command_line_until_stops_early_on_the_full_schedule(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 2
     assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 2
+    weights = build_model("masklet_nano", checkpoint=tmp_path / "run" / "model.safetensors")
+    torch.testing.assert_close(weights.state_dict(), state["model"])  # written at --until too
+    # The stored config continues the run (the start had resume off).
+    with caplog.at_level(logging.INFO, logger="masklet.train"):
+        main(["--config", str(tmp_path / "run" / "train_config.json"), "--until", "3"])
+    assert "at step 2" in caplog.text
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 3
 
 
 def test_fine_tuning_starts_from_an_official_layout_checkpoint(tmp_path):
@@ -409,3 +418,21 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert any(g.abs().sum() > 0 for g in expected_grads.values())
     with pytest.raises(ValueError):
         local_slots(3, replace(single.ctx, world_size=2))
+
+
+def test_nano_recipe_configs_load_and_never_draw_the_benchmark_videos():
+    from importlib.resources import files
+    recipe = files("masklet") / "weights" / "recipe"
+    names = sorted(p.name for p in recipe.iterdir() if p.name.endswith(".json"))
+    assert names == ["stage3_images.json", "stage4_videos.json"]
+    held_out = range(5_000_000, 5_000_000 + 50)  # benchmarks/nano.py FIRST_EVAL_SEED on
+    for name in names:
+        cfg = TrainConfig.from_dict(json.loads((recipe / name).read_text()))
+        assert cfg.model == "masklet_nano" and cfg.resume
+        for spec in cfg.sources:
+            if spec.kind != "synthetic":
+                continue
+            source = build_source(spec, size=256, num_frames=cfg.num_frames,
+                                  max_objects=cfg.max_objects, seed=cfg.seed)
+            seeds = {source.video_seed(i) for i in range(spec.num_videos)}
+            assert not seeds & set(held_out), name

@@ -92,9 +92,14 @@ class SyntheticSource:
     def __len__(self) -> int:
         return self.num_videos
 
+    def video_seed(self, index: int) -> int:
+        """The `generate_video` seed of video ``index`` (distinct runs seeds, distinct
+        videos)."""
+        return self.seed * 1_000_003 + index
+
     def _video(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if index not in self._cache:
-            video = generate_video(self.seed * 1_000_003 + index, self.config)
+            video = generate_video(self.video_seed(index), self.config)
             self._cache[index] = (video.frames, video.masks)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)

@@ -189,7 +189,8 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self, until: int | None = None) -> TrainResult:
         """Train to ``max_steps`` (or to step ``until``, e.g. to split a run), writing
-        checkpoints every ``save_every`` steps and at the end."""
+        checkpoints every ``save_every`` steps and at the end, where the weights alone also
+        go to ``model.safetensors``."""
         c = self.config
         stop = c.max_steps if until is None else min(until, c.max_steps)
         history: list[StepLog] = []
@@ -203,7 +204,7 @@ class Trainer:
                 saved_at = self.step
         if self.step != saved_at or not self.checkpoint_path.exists():
             self.save_checkpoint()
-        if self.step == c.max_steps and self.ctx.is_main:
+        if self.ctx.is_main:  # the weights where the run stopped, ready for build_model
             save_safetensors(self.model.state_dict(), self.output_dir / WEIGHTS_NAME)
         return TrainResult(history, self.step, self.checkpoint_path)
 
@@ -282,8 +283,10 @@ def run_training(config: TrainConfig, until: int | None = None) -> TrainResult:
         if ctx.is_main:
             out = Path(config.output_dir)
             out.mkdir(parents=True, exist_ok=True)
+            # Stored with resume on: `--config <out>/train_config.json` must continue this
+            # run, not restart it over its checkpoint (a --no-resume start is a one-off).
             with atomic_write(out / "train_config.json", "w") as f:
-                json.dump(config.to_dict(), f, indent=2)
+                json.dump(dataclasses.replace(config, resume=True).to_dict(), f, indent=2)
         return trainer.fit(until)
     finally:
         shutdown(ctx)
