@@ -436,3 +436,20 @@ def test_nano_recipe_configs_load_and_never_draw_the_benchmark_videos():
                                   max_objects=cfg.max_objects, seed=cfg.seed)
             seeds = {source.video_seed(i) for i in range(spec.num_videos)}
             assert not seeds & set(held_out), name
+
+
+def test_an_image_embedding_that_drowns_the_positions_is_reported(tmp_path, caplog):
+    trainer = Trainer(_tiny_config(tmp_path, max_steps=2))
+    with caplog.at_level(logging.WARNING, logger="masklet.train"):
+        first = trainer.fit(until=1).history[0]
+    assert 0.3 < first.embed_to_pe < 2.5, first.embed_to_pe  # a fresh model: about 1
+    assert "positional encoding" not in caplog.text
+    with torch.no_grad():  # what a too-high learning rate did to the nano's neck
+        for i in (0, 1):
+            conv = trainer.model.image_encoder.neck.convs[i].conv
+            conv.weight.mul_(8)
+            conv.bias.mul_(8)
+    with caplog.at_level(logging.WARNING, logger="masklet.train"):
+        second = trainer.fit().history[0]
+    assert second.embed_to_pe > 2.5
+    assert "positional encoding" in caplog.text

@@ -42,6 +42,7 @@ from masklet.train.distributed import (
     shutdown,
     sum_gradients,
 )
+from masklet.train.health import EmbedScaleMonitor
 from masklet.train.losses import TERM_NAMES, LossTerms, clip_losses
 from masklet.train.model_step import forward_clip
 from masklet.train.optim import build_optimizer, build_scheduler
@@ -65,6 +66,7 @@ class StepLog:
     lr: float
     num_objects: int
     seconds: float
+    embed_to_pe: float = float("nan")  # image-embedding std / positional-encoding std
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Trainer:
         self.model = build_model(self.model_config, checkpoint=config.init_checkpoint,
                                  device=self.device, eval_mode=False)
         broadcast_parameters(self.model, self.ctx)
+        self.embed_monitor = EmbedScaleMonitor(self.model)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, config.max_steps)
         self.stream = self._build_stream()
@@ -184,7 +187,8 @@ class Trainer:
         out = self.compute_gradients(step, batch)
         self.optimizer_step()
         return StepLog(step, out["loss"], out["terms"], lr, out["num_objects"],
-                       time.perf_counter() - start)
+                       time.perf_counter() - start,
+                       self.embed_monitor.check(step, warn=self.ctx.is_main))
 
     # ------------------------------------------------------------------ loop
     def fit(self, until: int | None = None) -> TrainResult:
@@ -217,8 +221,9 @@ class Trainer:
         every = self.config.log_every
         if every and (entry.step % every == 0 or entry.step + 1 == self.config.max_steps):
             terms = " ".join(f"{k[5:]}={v:.4f}" for k, v in entry.terms.items())
-            log.info("step %d/%d loss %.4f (%s) lr %.3g %.2fs", entry.step + 1,
-                     self.config.max_steps, entry.loss, terms, entry.lr, entry.seconds)
+            log.info("step %d/%d loss %.4f (%s) lr %.3g embed/pe %.2f %.2fs", entry.step + 1,
+                     self.config.max_steps, entry.loss, terms, entry.lr, entry.embed_to_pe,
+                     entry.seconds)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: Path | None = None) -> None:
