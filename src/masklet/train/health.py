@@ -28,18 +28,25 @@ class EmbedScaleMonitor:
 
     def __init__(self, model: SAM2Model) -> None:
         self.model = model
-        self.embed_std = math.nan
+        self.embed_std: torch.Tensor | None = None
+        self.pe_std: float | None = None
         self.warned = False
         model.image_encoder.register_forward_hook(self._record)
 
     def _record(self, _module, _inputs, output) -> None:
-        self.embed_std = float(output.backbone_fpn[-1].detach().float().std())
+        # Kept on the device: reading it here would stall an accelerator mid-forward.
+        self.embed_std = output.backbone_fpn[-1].detach().float().std()
 
     def ratio(self) -> float:
         """std(image embedding) / std(positional encoding), NaN before the first pass."""
-        with torch.no_grad():
-            pe_std = float(self.model.sam_prompt_encoder.get_dense_pe().float().std())
-        return self.embed_std / pe_std
+        if self.embed_std is None:
+            return math.nan
+        if self.pe_std is None:
+            # The encoding is a fixed function of a buffer: measured once, at the first
+            # step, i.e. after any checkpoint (and its buffer) has been loaded.
+            with torch.no_grad():
+                self.pe_std = float(self.model.sam_prompt_encoder.get_dense_pe().float().std())
+        return float(self.embed_std) / self.pe_std
 
     def check(self, step: int, warn: bool = True) -> float:
         """The current ratio; with ``warn``, a warning (once per run) when it passes
