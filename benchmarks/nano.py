@@ -10,6 +10,11 @@ protocol (first and last frames not scored). Baselines, on the same data:
     (each frame sees only the prompted frame: no recent-frame memories, no pointers of
     tracked frames).
 
+A second table says where the masks are lost: mean J over spans of frames after the
+prompt (how fast a track decays), and on frames where an object is out of view, the
+share predicted empty (the object-presence head's job; such frames score J = 1 only
+when empty).
+
     python benchmarks/nano.py [--checkpoint weights.safetensors] [--videos 50]
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +51,29 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def jf_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    """Mean J and F of one object over frames 1..T-2 (pred, gt: [T, H, W] bool)."""
-    frames = range(1, len(gt) - 1)
-    j = np.mean([region_similarity(gt[t], pred[t]) for t in frames])
-    f = np.mean([boundary_f_measure(gt[t], pred[t]) for t in frames])
-    return float(j), float(f)
+SPANS = ((1, 2), (3, 5), (6, 11), (12, None))  # frame ranges after the prompt, inclusive
+
+
+@dataclass
+class ObjectScore:
+    """One object's scores: J and F per frame [T], and which frames it is out of view [T]."""
+
+    j: np.ndarray
+    f: np.ndarray
+    absent: np.ndarray
+    empty: np.ndarray  # [T] bool: the prediction is empty
+
+    @property
+    def jf(self) -> tuple[float, float]:
+        """Mean J and F over frames 1..T-2 (the DAVIS protocol's scored frames)."""
+        return float(self.j[1:-1].mean()), float(self.f[1:-1].mean())
+
+
+def score_object(pred: np.ndarray, gt: np.ndarray) -> ObjectScore:
+    """Scores of one object (pred, gt: [T, H, W] bool)."""
+    j = np.array([region_similarity(g, p) for g, p in zip(gt, pred)])
+    f = np.array([boundary_f_measure(g, p) for g, p in zip(gt, pred)])
+    return ObjectScore(j, f, ~gt.any(axis=(1, 2)), ~pred.any(axis=(1, 2)))
 
 
 def track(predictor: VideoPredictor, frames, first_masks: dict[int, np.ndarray],
@@ -69,8 +92,8 @@ def track(predictor: VideoPredictor, frames, first_masks: dict[int, np.ndarray],
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def evaluate(predictor, videos) -> dict[str, list[tuple[float, float]]]:
-    """Per-object (J, F) for the model, the no-memory model and the copy baseline."""
+def evaluate(predictor, videos) -> dict[str, list[ObjectScore]]:
+    """Per-object scores for the model, the no-memory model and the copy baseline."""
     scores = {"masklet nano": [], "no memory": [], "copy first mask": []}
     for frames, gt in videos:
         ids = [i for i in np.unique(gt[0]) if i != 0]
@@ -80,9 +103,10 @@ def evaluate(predictor, videos) -> dict[str, list[tuple[float, float]]]:
             amnesic = track(predictor, frames, first, use_memory=False)
         for i in ids:
             truth = gt == i
-            scores["masklet nano"].append(jf_scores(full[int(i)], truth))
-            scores["no memory"].append(jf_scores(amnesic[int(i)], truth))
-            scores["copy first mask"].append(jf_scores(np.repeat(truth[:1], len(truth), 0), truth))
+            scores["masklet nano"].append(score_object(full[int(i)], truth))
+            scores["no memory"].append(score_object(amnesic[int(i)], truth))
+            scores["copy first mask"].append(
+                score_object(np.repeat(truth[:1], len(truth), 0), truth))
     return scores
 
 
@@ -102,12 +126,38 @@ def davis_videos():
         yield frames, gt
 
 
-def report(name: str, scores: dict, seconds: float) -> None:
+def _span_label(first: int, last: int | None) -> str:
+    return f"J {first}-{last}" if last is not None else f"J {first}+"
+
+
+def _span_mean(objects: list[ObjectScore], first: int, last: int | None) -> float:
+    values = [o.j[first:None if last is None else last + 1] for o in objects]
+    values = [v for v in values if len(v)]
+    return float(np.mean(np.concatenate(values))) if values else float("nan")
+
+
+def _absent_empty(objects: list[ObjectScore]) -> tuple[float, int]:
+    """Share of out-of-view frames (after the prompt) predicted empty, and their count."""
+    hits = np.concatenate([o.empty[1:][o.absent[1:]] for o in objects])
+    return (float(hits.mean()) if len(hits) else float("nan")), len(hits)
+
+
+def report(name: str, scores: dict[str, list[ObjectScore]], seconds: float) -> None:
     print(f"\n{name} ({len(next(iter(scores.values())))} objects, {seconds:.0f} s)")
     print(f"  {'method':<18} {'J&F':>6} {'J':>6} {'F':>6}")
-    for method, pairs in scores.items():
-        j, f = np.mean([p[0] for p in pairs]), np.mean([p[1] for p in pairs])
+    for method, objects in scores.items():
+        j = np.mean([o.jf[0] for o in objects])
+        f = np.mean([o.jf[1] for o in objects])
         print(f"  {method:<18} {(j + f) / 2:6.3f} {j:6.3f} {f:6.3f}")
+    spans = [_span_label(a, b) for a, b in SPANS]
+    _, absent = _absent_empty(next(iter(scores.values())))
+    print(f"  where it is lost: mean J by frames after the prompt; out of view: share of "
+          f"the {absent} frames where an object is out of view that are predicted empty")
+    print(f"  {'method':<18} " + " ".join(f"{s:>7}" for s in spans) + f" {'out of view':>12}")
+    for method, objects in scores.items():
+        cells = " ".join(f"{_span_mean(objects, a, b):7.3f}" for a, b in SPANS)
+        share = _absent_empty(objects)[0] if absent else None
+        print(f"  {method:<18} {cells} " + (f"{share:12.3f}" if absent else f"{'-':>12}"))
 
 
 def main() -> None:

@@ -1,11 +1,14 @@
-"""scripts/nano_surgery.py: the weight edits the nano recipe makes between stages."""
+"""scripts/nano_surgery.py: the weight edits the nano recipe makes between stages; the
+scoring of benchmarks/nano.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from masklet import build_model
@@ -66,3 +69,31 @@ def test_refuses_a_foreign_checkpoint_and_writes_nothing(tmp_path):
         assert done.returncode != 0 and "not a SAM 2 checkpoint" in done.stderr
         assert not (tmp_path / "o.safetensors").exists()
     assert "give --scale-embed" in _run(src, tmp_path / "o.safetensors").stderr
+
+
+def _nano_benchmark():
+    path = SURGERY.parents[1] / "benchmarks" / "nano.py"
+    spec = importlib.util.spec_from_file_location("nano_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nano_benchmark_scores_spans_and_out_of_view_frames():
+    bench = _nano_benchmark()
+    gt = np.zeros((8, 10, 10), dtype=bool)
+    gt[:, 2:6, 2:6] = True
+    gt[4:6] = False  # out of view on frames 4 and 5
+    pred = gt.copy()
+    pred[1:3, 2:6, 6:10] = True  # frames 1-2: twice the object (J = 0.5)
+    kept = bench.score_object(pred, gt)
+    np.testing.assert_allclose(kept.j, [1, 0.5, 0.5, 1, 1, 1, 1, 1])
+    assert bench._span_mean([kept], 1, 2) == 0.5
+    assert bench._span_mean([kept], 3, 5) == 1.0
+    assert bench._absent_empty([kept]) == (1.0, 2)
+    pred[5, 0, 0] = True  # one pixel while the object is away: J 0 on that frame
+    leaked = bench.score_object(pred, gt)
+    assert leaked.j[5] == 0 and bench._absent_empty([leaked]) == (0.5, 2)
+    j, _ = leaked.jf  # frames 1..6 scored, not the first and last
+    assert j == np.mean([0.5, 0.5, 1, 1, 0, 1])
