@@ -342,6 +342,27 @@ def test_resume_continues_identically(tmp_path):
     torch.testing.assert_close(model.state_dict(), resumed.model.state_dict())
 
 
+def test_resuming_with_a_longer_schedule_and_new_rates_follows_them(tmp_path):
+    """"Train longer": a run resumed with a larger max_steps and another learning rate
+    continues on the schedule its config now describes, not the stored one."""
+    first = _tiny_config(tmp_path, max_steps=4, resume=True,
+                         optim=OptimConfig(warmup_steps=1, base_lr=1e-3, vision_lr=1e-3))
+    Trainer(first).fit(until=2)
+    longer = replace(first, max_steps=40,
+                     optim=OptimConfig(warmup_steps=1, base_lr=2e-3, vision_lr=2e-3))
+    resumed = Trainer(longer)
+    assert resumed.step == 2
+    factor = WarmupCosine(total_steps=40, warmup_steps=1, final_ratio=0.1)(2)
+    expected = [g["lr"] for g in Trainer(replace(longer, resume=False)).optimizer.param_groups]
+    got = [g["lr"] for g in resumed.optimizer.param_groups]
+    np.testing.assert_allclose(got, [lr * factor for lr in expected], rtol=1e-9)
+    assert max(expected) == pytest.approx(2e-3)
+    resumed.fit(until=3)  # the next step uses the new schedule, then moves along it
+    factor = WarmupCosine(total_steps=40, warmup_steps=1, final_ratio=0.1)(3)
+    got = [g["lr"] for g in resumed.optimizer.param_groups]
+    np.testing.assert_allclose(got, [lr * factor for lr in expected], rtol=1e-9)
+
+
 def test_command_line_until_stops_early_on_the_full_schedule(tmp_path, caplog):
     from masklet.train.__main__ import main
     cfg = _tiny_config(tmp_path, max_steps=6, log_every=0)

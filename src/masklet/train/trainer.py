@@ -45,7 +45,7 @@ from masklet.train.distributed import (
 from masklet.train.health import EmbedScaleMonitor
 from masklet.train.losses import TERM_NAMES, LossTerms, clip_losses
 from masklet.train.model_step import forward_clip
-from masklet.train.optim import build_optimizer, build_scheduler
+from masklet.train.optim import WarmupCosine, build_optimizer, build_scheduler, param_groups
 from masklet.train.prompts import plan_prompts
 
 log = logging.getLogger("masklet.train")
@@ -247,13 +247,38 @@ class Trainer:
         stored = state.get("config", {})
         changed = sorted(k for k, v in self.config.to_dict().items() if stored.get(k) != v)
         if changed:
-            log.warning("resuming %s with changed settings: %s", path, ", ".join(changed))
+            log.warning("resuming %s with changed settings: %s (the learning rates and "
+                        "schedule follow the new ones)", path, ", ".join(changed))
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        self._follow_config_schedule()
         _set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", path, self.step)
+
+    def _follow_config_schedule(self) -> None:
+        """After a resume, take the learning rates and schedule from this run's config.
+
+        The stored optimizer and scheduler carry the learning rates and the schedule
+        length of the run that wrote them; without this, resuming with a larger
+        ``max_steps`` ("train longer") or a new ``base_lr`` would be warned about and then
+        silently ignored. With unchanged settings nothing changes (resume stays exact).
+        """
+        c = self.config.optim
+        fresh = param_groups(self.model, c)
+        if [g["names"] for g in fresh] != [g["names"] for g in self.optimizer.param_groups]:
+            raise ValueError("the checkpoint's optimizer groups the parameters differently "
+                             "(learning rates merged or split); resume with its settings")
+        schedule = WarmupCosine(total_steps=self.config.max_steps, warmup_steps=c.warmup_steps,
+                                final_ratio=c.final_lr_ratio)
+        factor = schedule(self.step)
+        for group, new in zip(self.optimizer.param_groups, fresh, strict=True):
+            group.update(initial_lr=new["lr"], lr=new["lr"] * factor,
+                         weight_decay=new["weight_decay"])
+        self.scheduler.lr_lambdas = [schedule] * len(fresh)
+        self.scheduler.base_lrs = [g["lr"] for g in fresh]
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
 
 def _rng_state() -> dict:
