@@ -179,3 +179,31 @@ def test_auto_and_auto_video(runner, tmp_path, video12):
     pngs = sorted((vout / "bedroom").glob("*.png"))
     assert len(pngs) == 12
     assert max(int(_palette_ids(p).max()) for p in pngs) <= 3
+
+
+def _centroid_x(path) -> float:
+    return float(np.argwhere(_palette_ids(path) == 1)[:, 1].mean())
+
+
+def test_demo_on_the_real_video_follows_the_girl(runner, tmp_path):
+    """The README's set-up job: the bundled demo model tracks the clicked girl through all
+    60 bedroom frames, and every output opens. (With a box prompt its track moved onto
+    a pillow on the right, centroid x ~630; the girl stays left of x 450.)"""
+    out = tmp_path / "demo"
+    run(runner, "demo", "--video", require_data("videos", "bedroom"), "-o", out, "-q")
+    pngs = sorted((out / "bedroom").glob("*.png"))
+    assert len(pngs) == 60
+    assert 310 < _centroid_x(pngs[0]) < 520  # the girl on the first frame (x 310..520)
+    assert all(_centroid_x(p) < 450 for p in pngs[15::15]), [_centroid_x(p) for p in pngs[15::15]]
+    with av.open(str(out / "overlay.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 60
+    coco = json.loads((out / "masks_coco.json").read_text())
+    assert {a["track_id"] for a in coco["annotations"]} == {1}
+
+
+def test_demo_on_a_generated_video(runner, tmp_path):
+    out = tmp_path / "demo"
+    result = run(runner, "demo", "--synthetic", "-o", out)
+    assert len(list((out / "synthetic").glob("*.png"))) == 48
+    assert (out / "overlay.mp4").is_file() and (out / "masks_coco.json").is_file()
+    assert "mean IoU against the generated ground truth" in result.output
