@@ -66,7 +66,7 @@ class StepLog:
     lr: float
     num_objects: int
     seconds: float
-    embed_to_pe: float = float("nan")  # image-embedding std / positional-encoding std
+    embed_to_pe: float  # image-embedding std / positional-encoding std (train/health.py)
 
 
 @dataclass
