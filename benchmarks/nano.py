@@ -151,8 +151,9 @@ def report(name: str, scores: dict[str, list[ObjectScore]], seconds: float) -> N
         print(f"  {method:<18} {(j + f) / 2:6.3f} {j:6.3f} {f:6.3f}")
     spans = [_span_label(a, b) for a, b in SPANS]
     _, absent = _absent_empty(next(iter(scores.values())))
-    print(f"  where it is lost: mean J by frames after the prompt; out of view: share of "
-          f"the {absent} frames where an object is out of view that are predicted empty")
+    away = (f"share of the {absent} frames where an object is out of view that are "
+            f"predicted empty" if absent else "no object is ever out of view here")
+    print(f"  where it is lost: mean J by frames after the prompt; out of view: {away}")
     print(f"  {'method':<18} " + " ".join(f"{s:>7}" for s in spans) + f" {'out of view':>12}")
     for method, objects in scores.items():
         cells = " ".join(f"{_span_mean(objects, a, b):7.3f}" for a, b in SPANS)
