@@ -45,7 +45,7 @@ from masklet.train.distributed import (
 from masklet.train.health import EmbedScaleMonitor
 from masklet.train.losses import TERM_NAMES, LossTerms, clip_losses
 from masklet.train.model_step import forward_clip
-from masklet.train.optim import WarmupCosine, build_optimizer, build_scheduler, param_groups
+from masklet.train.optim import build_optimizer, build_scheduler
 from masklet.train.prompts import plan_prompts
 
 log = logging.getLogger("masklet.train")
@@ -250,34 +250,34 @@ class Trainer:
             log.warning("resuming %s with changed settings: %s (the learning rates and "
                         "schedule follow the new ones)", path, ", ".join(changed))
         self.model.load_state_dict(state["model"], strict=True)
+        # This run's config built the optimizer's groups and the schedule: keep their
+        # learning rates, weight decay and schedule length, and take only the position.
+        configured = [(g["names"], g["initial_lr"], g["weight_decay"])
+                      for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
-        self._follow_config_schedule()
+        self._load_schedule_position(state["scheduler"], configured)
         _set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", path, self.step)
 
-    def _follow_config_schedule(self) -> None:
-        """After a resume, take the learning rates and schedule from this run's config.
+    def _load_schedule_position(self, stored: dict, configured: list[tuple]) -> None:
+        """Restore where the schedule stands, on the schedule this run's config describes.
 
-        The stored optimizer and scheduler carry the learning rates and the schedule
-        length of the run that wrote them; without this, resuming with a larger
-        ``max_steps`` ("train longer") or a new ``base_lr`` would be warned about and then
-        silently ignored. With unchanged settings nothing changes (resume stays exact).
+        A stored LambdaLR also carries its lambda's fields (the old ``max_steps``) and base
+        learning rates; restoring those would silently ignore a resume with a larger
+        ``max_steps`` ("train longer") or a new ``base_lr``. With unchanged settings the
+        two agree, so resuming stays exact.
         """
-        c = self.config.optim
-        fresh = param_groups(self.model, c)
-        if [g["names"] for g in fresh] != [g["names"] for g in self.optimizer.param_groups]:
+        if [names for names, _, _ in configured] != [g["names"]
+                                                     for g in self.optimizer.param_groups]:
             raise ValueError("the checkpoint's optimizer groups the parameters differently "
                              "(learning rates merged or split); resume with its settings")
-        schedule = WarmupCosine(total_steps=self.config.max_steps, warmup_steps=c.warmup_steps,
-                                final_ratio=c.final_lr_ratio)
-        factor = schedule(self.step)
-        for group, new in zip(self.optimizer.param_groups, fresh, strict=True):
-            group.update(initial_lr=new["lr"], lr=new["lr"] * factor,
-                         weight_decay=new["weight_decay"])
-        self.scheduler.lr_lambdas = [schedule] * len(fresh)
-        self.scheduler.base_lrs = [g["lr"] for g in fresh]
+        position = {k: v for k, v in stored.items() if k != "base_lrs"}
+        position["lr_lambdas"] = [None] * len(stored["lr_lambdas"])  # None: keep ours
+        self.scheduler.load_state_dict(position)
+        for group, (_, lr, decay), schedule in zip(self.optimizer.param_groups, configured,
+                                                   self.scheduler.lr_lambdas, strict=True):
+            group.update(initial_lr=lr, lr=lr * schedule(self.step), weight_decay=decay)
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
 
