@@ -136,10 +136,9 @@ def _span_mean(objects: list[ObjectScore], first: int, last: int | None) -> floa
     return float(np.mean(np.concatenate(values))) if values else float("nan")
 
 
-def _absent_empty(objects: list[ObjectScore]) -> tuple[float, int]:
-    """Share of out-of-view frames (after the prompt) predicted empty, and their count."""
-    hits = np.concatenate([o.empty[1:][o.absent[1:]] for o in objects])
-    return (float(hits.mean()) if len(hits) else float("nan")), len(hits)
+def _out_of_view_empty(objects: list[ObjectScore]) -> np.ndarray:
+    """For each out-of-view frame after the prompt, whether it was predicted empty [N]."""
+    return np.concatenate([o.empty[1:][o.absent[1:]] for o in objects])
 
 
 def report(name: str, scores: dict[str, list[ObjectScore]], seconds: float) -> None:
@@ -150,15 +149,15 @@ def report(name: str, scores: dict[str, list[ObjectScore]], seconds: float) -> N
         f = np.mean([o.jf[1] for o in objects])
         print(f"  {method:<18} {(j + f) / 2:6.3f} {j:6.3f} {f:6.3f}")
     spans = [_span_label(a, b) for a, b in SPANS]
-    _, absent = _absent_empty(next(iter(scores.values())))
+    absent = len(_out_of_view_empty(next(iter(scores.values()))))  # same ground truth for all
     away = (f"share of the {absent} frames where an object is out of view that are "
             f"predicted empty" if absent else "no object is ever out of view here")
     print(f"  where it is lost: mean J by frames after the prompt; out of view: {away}")
     print(f"  {'method':<18} " + " ".join(f"{s:>7}" for s in spans) + f" {'out of view':>12}")
     for method, objects in scores.items():
         cells = " ".join(f"{_span_mean(objects, a, b):7.3f}" for a, b in SPANS)
-        share = _absent_empty(objects)[0] if absent else None
-        print(f"  {method:<18} {cells} " + (f"{share:12.3f}" if absent else f"{'-':>12}"))
+        share = f"{_out_of_view_empty(objects).mean():12.3f}" if absent else f"{'-':>12}"
+        print(f"  {method:<18} {cells} {share}")
 
 
 def main() -> None:

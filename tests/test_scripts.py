@@ -91,9 +91,10 @@ def test_nano_benchmark_scores_spans_and_out_of_view_frames():
     np.testing.assert_allclose(kept.j, [1, 0.5, 0.5, 1, 1, 1, 1, 1])
     assert bench._span_mean([kept], 1, 2) == 0.5
     assert bench._span_mean([kept], 3, 5) == 1.0
-    assert bench._absent_empty([kept]) == (1.0, 2)
+    np.testing.assert_array_equal(bench._out_of_view_empty([kept]), [True, True])
     pred[5, 0, 0] = True  # one pixel while the object is away: J 0 on that frame
     leaked = bench.score_object(pred, gt)
-    assert leaked.j[5] == 0 and bench._absent_empty([leaked]) == (0.5, 2)
+    assert leaked.j[5] == 0
+    np.testing.assert_array_equal(bench._out_of_view_empty([leaked]), [True, False])
     j, _ = leaked.jf  # frames 1..6 scored, not the first and last
     assert j == np.mean([0.5, 0.5, 1, 1, 0, 1])

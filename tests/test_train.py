@@ -482,8 +482,8 @@ def test_training_forward_tracks_like_the_video_predictor():
     so what the model learns in training is what it does when used. Two differences are
     the official ones and stay: the predictor remembers a prompted frame from its
     binarised low-res mask (training: the sigmoid of the full-size one) and stores
-    memories in bf16. They move logits by at most 3% of their range here; a training
-    forward that forgot the recent frames moves them by 90% (checked by breaking it)."""
+    memories in bf16. They move logits by up to 3.2% of their range here; a training
+    forward that forgot the recent frames moves them by 92% (checked by breaking it)."""
     from masklet import VideoPredictor
     from masklet.bundled import bundled_checkpoint, bundled_preset
     from masklet.data.synthetic import SyntheticVideoConfig, generate_video
