@@ -64,7 +64,7 @@ def weights(kind: str, folder: Path) -> tuple[object, list[str]]:
         path = bundled_checkpoint()
         return build_model(bundled_preset(), checkpoint=path), ["--checkpoint", str(path)]
     torch.manual_seed(0)
-    model = build_model("sam2.1_hiera_tiny")
+    model = build_model("sam2.1_hiera_tiny", random_weights=True)
     path = folder / "tiny-random.safetensors"
     save_safetensors(model.state_dict(), path)
     return model, ["--model", "sam2.1_hiera_tiny", "--checkpoint", str(path)]
@@ -187,7 +187,8 @@ def main() -> None:
 
         proc, url = serve(folder, clip.parent, options, args.threads)
         try:
-            with httpx.Client(base_url=url, timeout=600) as http:
+            with httpx.Client(base_url=url, timeout=600,
+                              headers={"X-Masklet": "1"}) as http:
                 app_click = app_clicks(http, args.clicks)
                 app_wall, app_job = app_track(http, args.frames)
         finally:

@@ -9,6 +9,8 @@ protocol (first and last frames not scored). Baselines, on the same data:
   - no memory: the same model and prompts, but tracked frames leave nothing in memory
     (each frame sees only the prompted frame: no recent-frame memories, no pointers of
     tracked frames).
+A third column, "nano + motion", is the same model tracking motion-aware (SAMURAI's
+Kalman filter with its published defaults, `VideoPredictor(motion=True)`).
 
 A second table says where the masks are lost: mean J over spans of frames after the
 prompt (how fast a track decays), and on frames where an object is out of view, the
@@ -48,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--videos", type=int, default=50)
     p.add_argument("--frames", type=int, default=24, help="frames per synthetic video")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-motion", dest="motion", action="store_false",
+                   help="leave out the motion-aware column")
     return p.parse_args()
 
 
@@ -92,17 +96,24 @@ def track(predictor: VideoPredictor, frames, first_masks: dict[int, np.ndarray],
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def evaluate(predictor, videos) -> dict[str, list[ObjectScore]]:
-    """Per-object scores for the model, the no-memory model and the copy baseline."""
+def evaluate(predictor, videos, motion_predictor=None) -> dict[str, list[ObjectScore]]:
+    """Per-object scores for the model, the no-memory model and the copy baseline (and the
+    model tracking motion-aware, given ``motion_predictor``)."""
     scores = {"masklet nano": [], "no memory": [], "copy first mask": []}
+    if motion_predictor is not None:
+        scores["nano + motion"] = []
     for frames, gt in videos:
         ids = [i for i in np.unique(gt[0]) if i != 0]
         first = {int(i): gt[0] == i for i in ids}
         with torch.inference_mode():
             full = track(predictor, frames, first, use_memory=True)
             amnesic = track(predictor, frames, first, use_memory=False)
+            moving = (track(motion_predictor, frames, first, use_memory=True)
+                      if motion_predictor is not None else None)
         for i in ids:
             truth = gt == i
+            if moving is not None:
+                scores["nano + motion"].append(score_object(moving[int(i)], truth))
             scores["masklet nano"].append(score_object(full[int(i)], truth))
             scores["no memory"].append(score_object(amnesic[int(i)], truth))
             scores["copy first mask"].append(
@@ -167,16 +178,17 @@ def main() -> None:
     checkpoint = args.checkpoint or bundled_checkpoint()
     model = build_model(args.preset or bundled_preset(), checkpoint=checkpoint)
     predictor = VideoPredictor(model, progress=False)
+    moving = VideoPredictor(model, progress=False, motion=True) if args.motion else None
     print(f"model {model.config.name} from {checkpoint}")
     start = time.perf_counter()
     report(f"held-out synthetic videos ({args.videos} x {args.frames} frames, 256 px)",
-           evaluate(predictor, synthetic_videos(args.videos, args.frames)),
+           evaluate(predictor, synthetic_videos(args.videos, args.frames), moving),
            time.perf_counter() - start)
     if not DAVIS.is_dir():
         sys.exit(f"DAVIS sequences not found at {DAVIS}; skipped the real-video part")
     start = time.perf_counter()
-    report(f"held-out DAVIS 2016 sequences {HELD_OUT_DAVIS}", evaluate(predictor, davis_videos()),
-           time.perf_counter() - start)
+    report(f"held-out DAVIS 2016 sequences {HELD_OUT_DAVIS}",
+           evaluate(predictor, davis_videos(), moving), time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
     [ -d .venv ] || python3 -m venv .venv
     # shellcheck disable=SC1091
     . .venv/bin/activate
+    MASKLET_OWN_VENV=1  # activated here only: the caller's shell does not have it
 fi
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0

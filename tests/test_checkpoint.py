@@ -44,7 +44,7 @@ class _Source:
     def __init__(self):
         torch.manual_seed(0)
         self.config = get_config(TINY).with_image_size(SIZE)
-        self.model = build_model(self.config)
+        self.model = build_model(self.config, random_weights=True)
         self.state = self.model.state_dict()
         self.outputs = _outputs(self.model)
 
@@ -245,7 +245,8 @@ def test_pickle_that_is_not_a_state_dict(tmp_path, payload):
 
 def test_sam2_0_file_into_sam2_1_preset_names_the_file(tmp_path):
     torch.manual_seed(0)
-    state = build_model(get_config("sam2_hiera_tiny").with_image_size(SIZE)).state_dict()
+    state = build_model(get_config("sam2_hiera_tiny").with_image_size(SIZE),
+                        random_weights=True).state_dict()
     path = tmp_path / "sam2_hiera_tiny.pt"
     torch.save({"model": state}, path)
     with pytest.raises(CheckpointError) as info:

@@ -100,8 +100,33 @@ def test_info(runner, tmp_path):
     from masklet.checkpoint import save_safetensors
 
     path = tmp_path / "tiny.safetensors"
-    save_safetensors(build_model("masklet_nano").state_dict(), path)
+    save_safetensors(build_model("masklet_nano", random_weights=True).state_dict(), path)
     assert "fits preset: masklet_nano" in run(runner, "info", path).output
+
+
+def test_random_weights_only_when_asked(runner, tmp_path):
+    """A preset with no checkpoint is refused unless --random-weights says so."""
+    photo = tmp_path / "noise.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photo)
+    args = ["image", photo, "-p", "20,20", "--model", "masklet_nano"]
+    result = run(runner, *args, "--random-weights", "-o", tmp_path / "random")
+    assert "masklet_nano has random weights" in result.output
+    assert (tmp_path / "random" / "masks.json").is_file()
+    # The bundled preset by name is the bundled model, not random weights.
+    assert "random weights" not in run(runner, *args, "-o", tmp_path / "bundled").output
+    refused = [
+        (["--model", "tiny"], "--model tiny needs --checkpoint FILE"),
+        (["--random-weights"], "--random-weights needs --model"),
+        (["--model", "tiny", "--random-weights", "--checkpoint", photo], "exclude each other"),
+    ]
+    for extra, message in refused:
+        result = runner.invoke(main, [str(a) for a in [*args[:4], *extra, "-o", tmp_path / "x"]])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    result = runner.invoke(main, ["demo", "--model", "tiny", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--model tiny needs --checkpoint FILE" in result.output
+    assert not (tmp_path / "x").exists()
 
 
 def test_eval(runner, tmp_path):
@@ -136,7 +161,7 @@ def test_bad_input_exits_2_and_writes_nothing(runner, tmp_path, video12, args, m
     from masklet.checkpoint import save_safetensors
 
     ckpt = tmp_path / "nano.safetensors"
-    save_safetensors(build_model("masklet_nano").state_dict(), ckpt)
+    save_safetensors(build_model("masklet_nano", random_weights=True).state_dict(), ckpt)
     (tmp_path / "notes.mp4").write_text("not a video")
     (tmp_path / "notes.jpg").write_text("not an image")
     values = dict(photo=require_data("images", "truck.jpg"), notimage=tmp_path / "notes.jpg",
@@ -185,10 +210,45 @@ def _centroid_x(path) -> float:
     return float(np.argwhere(_palette_ids(path) == 1)[:, 1].mean())
 
 
-def test_demo_on_the_real_video_follows_the_girl(runner, tmp_path):
-    """The README's set-up job: the bundled demo model tracks the clicked girl through all
-    60 bedroom frames, and every output opens. (With a box prompt its track moved onto
-    a pillow on the right, centroid x ~630; the girl stays left of x 450.)"""
+def _mask(path) -> np.ndarray:
+    return _palette_ids(path) == 1
+
+
+def test_demo_runs_anywhere_on_the_bundled_clip(runner, tmp_path, monkeypatch):
+    """The README's set-up job, started from a folder with no data nearby: the bundled
+    clip (30 frames, 480x270), the girl tracked through it, the prompt and outputs said."""
+    monkeypatch.chdir(tmp_path)
+    result = run(runner, "demo")
+    out = tmp_path / "masklet-demo"
+    assert f"wrote {out.resolve()}/" in result.output
+    assert "prompted object 1 (the jumping girl) on frame 0 of bedroom.mp4 (480x270)" in \
+        result.output
+    for line in ("positive at x=210, y=100: her skirt", "positive at x=215, y=45: her face",
+                 "negative at x=300, y=172.5: the pink pillow"):
+        assert line in result.output, result.output
+    pngs = sorted((out / "bedroom").glob("*.png"))
+    assert len(pngs) == 30
+    first = _mask(pngs[0])
+    assert first[100, 210] and first[160, 200] and first[45, 215]  # the positive clicks
+    assert not first[172, 300]  # the pillow
+    # On the girl all along: her face inside; the boy (left, x < 140) and the pillow (right,
+    # x ~300) outside. The demo model loses her legs late in the clip (area ~1/3 of frame 0).
+    for frame, face, boy in ((15, (170, 30), (120, 170)), (29, (165, 50), (120, 160))):
+        mask = _mask(pngs[frame])
+        assert mask[face[1], face[0]] and not mask[boy[1], boy[0]], frame
+    for png in pngs:
+        mask = _mask(png)
+        assert mask.sum() > 1500 and 140 < np.argwhere(mask)[:, 1].mean() < 230, png.name
+    with av.open(str(out / "overlay.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 30
+    coco = json.loads((out / "masks_coco.json").read_text())
+    assert {a["track_id"] for a in coco["annotations"]} == {1}
+
+
+def test_demo_on_the_full_size_frames_follows_the_girl(runner, tmp_path):
+    """--video: the demo's clicks scale to the video's size; on the 60 full 960x540 bedroom
+    frames the bundled model tracks the clicked girl throughout. (With a box prompt its
+    track moved onto a pillow on the right, centroid x ~630; the girl stays left of x 450.)"""
     out = tmp_path / "demo"
     run(runner, "demo", "--video", require_data("videos", "bedroom"), "-o", out, "-q")
     pngs = sorted((out / "bedroom").glob("*.png"))

@@ -16,7 +16,7 @@ from masklet.modeling.compile import COMPILED_MODULES, compile_for_inference, is
 
 def _nano():
     torch.manual_seed(0)
-    return build_model(get_config("masklet_nano").with_image_size(128))
+    return build_model(get_config("masklet_nano").with_image_size(128), random_weights=True)
 
 
 def _track(model, frames) -> list[torch.Tensor]:

@@ -29,7 +29,7 @@ BOXES = np.array([[450.0, 300.0, 1500.0, 1000.0], [100.0, 50.0, 700.0, 900.0],
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_model(get_config("sam2.1_hiera_tiny").with_image_size(SIZE))
+    return build_model(get_config("sam2.1_hiera_tiny").with_image_size(SIZE), random_weights=True)
 
 
 @pytest.fixture(scope="module")

@@ -210,7 +210,7 @@ CLICKS = dict(point_coords=np.array([[600.0, 450.0], [1200.0, 300.0]]),
 @pytest.fixture(scope="module")
 def photo_and_model():
     torch.manual_seed(0)
-    model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(SIZE))
+    model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(SIZE), random_weights=True)
     return load_image(require_data("images", "truck.jpg")), model
 
 

@@ -66,7 +66,7 @@ class _Built:
     def __init__(self, name: str):
         torch.manual_seed(0)
         self.config = PRESETS[name].with_image_size(SIZE)
-        self.model = build_model(self.config)
+        self.model = build_model(self.config, random_weights=True)
         with torch.inference_mode():
             self.out = _run(self.model, _image())
 
@@ -149,7 +149,8 @@ def test_state_dict_keys_and_shapes_are_official(name):
 
 def test_backward_reaches_trunk_and_decoder():
     torch.manual_seed(0)
-    model = build_model(PRESETS["sam2.1_hiera_tiny"].with_image_size(SIZE), eval_mode=False)
+    model = build_model(PRESETS["sam2.1_hiera_tiny"].with_image_size(SIZE), random_weights=True,
+                        eval_mode=False)
     assert model.training
     out = _run(model, _image())
     loss = out.low_res_multimasks.sigmoid().mean() + out.ious.sum() + out.obj_ptr.pow(2).mean()

@@ -24,7 +24,7 @@ def _run(*args) -> subprocess.CompletedProcess:
 
 def _random_nano(tmp_path) -> tuple[torch.nn.Module, Path]:
     torch.manual_seed(0)
-    model = build_model("masklet_nano").eval()
+    model = build_model("masklet_nano", random_weights=True).eval()
     path = tmp_path / "in.safetensors"
     save_safetensors(model.state_dict(), path)
     return model, path

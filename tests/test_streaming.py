@@ -46,7 +46,7 @@ def one_torch_thread():
 
 def _seeded_model(config):
     torch.manual_seed(0)
-    return build_model(config)
+    return build_model(config, random_weights=True)
 
 
 @pytest.fixture(scope="module")

@@ -244,7 +244,7 @@ def test_sources_and_mixed_sharded_stream(tmp_path):
 def test_nano_preset_and_float_memories():
     cfg = get_config("masklet_nano")
     assert cfg is NANO_CONFIG and cfg.image_size == 256
-    model = build_model(cfg.with_image_size(64), eval_mode=False)
+    model = build_model(cfg.with_image_size(64), random_weights=True, eval_mode=False)
     assert 1e6 < sum(p.numel() for p in model.parameters()) < 3e6
     feats = model.forward_image(torch.randn(1, 3, 64, 64))
     masks, scores = torch.randn(1, 1, 64, 64), torch.ones(1, 1)
@@ -254,7 +254,7 @@ def test_nano_preset_and_float_memories():
 
 
 def test_optimizer_groups_layer_decay_and_schedule():
-    model = build_model(NANO_CONFIG.with_image_size(64), eval_mode=False)
+    model = build_model(NANO_CONFIG.with_image_size(64), random_weights=True, eval_mode=False)
     cfg = OptimConfig(base_lr=1.0, vision_lr=0.5, layer_decay=0.5, weight_decay=0.1)
     opt = build_optimizer(model, cfg)
     lr, wd = {}, {}
@@ -384,7 +384,7 @@ def test_command_line_until_stops_early_on_the_full_schedule(tmp_path, caplog):
 
 def test_fine_tuning_starts_from_an_official_layout_checkpoint(tmp_path):
     torch.manual_seed(99)
-    source = build_model(NANO_CONFIG.with_image_size(64))
+    source = build_model(NANO_CONFIG.with_image_size(64), random_weights=True)
     path = tmp_path / "official.pt"
     torch.save({"model": source.state_dict()}, path)  # the layout of the released .pt files
     trainer = Trainer(_tiny_config(tmp_path, init_checkpoint=str(path), max_steps=1))

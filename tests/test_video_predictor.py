@@ -18,7 +18,7 @@ from masklet.tracking.session import UnknownObjectError
 @pytest.fixture(scope="module")
 def predictor() -> VideoPredictor:
     torch.manual_seed(0)
-    model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(256))
+    model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(256), random_weights=True)
     return VideoPredictor(model, progress=False)
 
 

@@ -5,11 +5,12 @@
     predictor = ImagePredictor(model)
 """
 
-from masklet.build import build_model
+from masklet.build import MissingWeightsError, build_model
 from masklet.checkpoint import CheckpointError
 from masklet.config import PRESETS, ModelConfig, get_config
 from masklet.predictor.image import ImagePredictor
 from masklet.predictor.video import VideoPredictor
+from masklet.tracking.motion import MotionConfig
 from masklet.tracking.streaming import StreamingTracker
 
 __version__ = "0.1.0"
@@ -18,7 +19,9 @@ __all__ = [
     "PRESETS",
     "CheckpointError",
     "ImagePredictor",
+    "MissingWeightsError",
     "ModelConfig",
+    "MotionConfig",
     "StreamingTracker",
     "VideoPredictor",
     "build_model",

@@ -1,8 +1,11 @@
-"""The small demo model shipped inside the package (used when no checkpoint is given).
+"""What ships inside the package so that masklet runs offline in the first minute.
 
-It is a `nano` SAM 2 trained by masklet's own training code on synthetic videos and a
-few DAVIS sequences: a demonstration that runs offline, not a substitute for the
-official checkpoints. The command that rebuilt it is recorded in `weights/NANO.md`.
+- The nano demo model (`build_model()` with no checkpoint): a `nano` SAM 2 trained by
+  masklet's own training code on synthetic videos and a few DAVIS sequences, a
+  demonstration, not a substitute for the official checkpoints. The commands that rebuilt
+  it are recorded in `weights/NANO.md`.
+- The demo clip (`masklet demo`): 30 frames of the SAM 2 release's bedroom video at
+  480x270 (Apache-2.0, licence beside it in `assets/`), made by `scripts/make_demo_clip.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from masklet.checkpoint import CheckpointError
 
 BUNDLED_WEIGHTS = "nano.safetensors"
+DEMO_CLIP = "bedroom.mp4"
 
 
 def bundled_preset() -> str:
@@ -28,6 +32,14 @@ def bundled_checkpoint() -> Path:
     if not path.is_file():
         raise CheckpointError(
             f"the bundled nano model is missing ({path}); reinstall masklet or pass "
-            "--checkpoint with an official SAM 2 checkpoint"
+            "an official SAM 2 checkpoint"
         )
+    return path
+
+
+def demo_clip() -> Path:
+    """Path of the bundled demo video (30 frames, 480x270, H.264 MP4)."""
+    path = Path(str(resources.files("masklet") / "assets" / DEMO_CLIP))
+    if not path.is_file():
+        raise FileNotFoundError(f"the bundled demo clip is missing ({path}); reinstall masklet")
     return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,21 +40,20 @@ class KeyReport:
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
     """Load weights from an official `.pt` (``{"model": ...}``), a bare state dict or
-    safetensors."""
+    safetensors.
+
+    The format is told from the file's first bytes, not its name. Only tensors are read
+    (``weights_only``): a file that holds other Python objects is refused, since loading
+    those could run code from the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # the library raises several types for a bad file
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    kind = _file_kind(path)
+    if kind is None:
+        empty = " (it is empty)" if path.stat().st_size == 0 else ""
+        raise CheckpointError(f"{path} is not a PyTorch or safetensors checkpoint{empty}")
+    obj = _load_safetensors(path) if kind == "safetensors" else _load_torch(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -60,7 +61,49 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
             f"{path} does not hold a state dict (expected a mapping of names to tensors, "
             "or the official {'model': state_dict} layout)"
         )
+    if not obj:
+        raise CheckpointError(f"no model weights in {path} (it holds no tensors)")
     return obj
+
+
+def _file_kind(path: Path) -> str | None:
+    """'torch' (zip archive or legacy pickle), 'safetensors', or None, from the first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # zip / pickle protocol >= 2
+        return "torch"
+    # safetensors: a little-endian u64 header length, then the JSON header itself.
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return "safetensors"
+    return None
+
+
+def _load_safetensors(path: Path) -> StateDict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # the library raises several types for a bad file
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"{path} is a damaged safetensors file ({detail})") from exc
+
+
+def _load_torch(path: Path) -> object:
+    # torch's own messages advise retrying with weights_only=False, which would run any
+    # code a hostile file carries: they are replaced, never passed on.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise CheckpointError(
+                f"{path} holds Python objects besides tensors ({found.group(1)}); masklet "
+                "reads only weights, since loading such objects can run code from the file "
+                "(save just the state dict: torch.save(model.state_dict(), PATH))") from exc
+        raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint") from exc
+    except Exception as exc:  # zip and stream errors of a truncated or damaged file
+        raise CheckpointError(
+            f"{path} is damaged or incomplete (not a readable PyTorch checkpoint)") from exc
 
 
 def save_safetensors(state_dict: StateDict, path: str | os.PathLike) -> None:
@@ -119,15 +162,17 @@ def check_fits(state_dict: StateDict, config: ModelConfig, source: str = "checkp
     report = compare_keys(state_dict, expected_shapes(config))
     if report.ok:
         return
-    lines = [f"{source} does not fit preset {config.name!r}:"]
+    # One line (the command line shows errors in one line): the verdict and the preset the
+    # file fits first, then the differences as clauses separated by '; '.
+    clauses = []
     if report.missing:
-        lines.append(f"  missing keys {_list_some(report.missing)}")
+        clauses.append(f"missing keys {_list_some(report.missing)}")
     if report.unexpected:
-        lines.append(f"  unexpected keys {_list_some(report.unexpected)}")
+        clauses.append(f"unexpected keys {_list_some(report.unexpected)}")
     if report.mismatched:
         shapes = [f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in report.mismatched]
-        lines.append(f"  shape mismatches {_list_some(shapes)}")
+        clauses.append(f"shape mismatches {_list_some(shapes)}")
     best, exact = closest_preset(state_dict)
     fit = "it fits preset" if exact else "the closest preset (not an exact fit) is"
-    lines.append(f"  {fit} {best!r}")
-    raise CheckpointError("\n".join(lines))
+    raise CheckpointError(f"{source} does not fit preset {config.name!r}; {fit} {best!r}. "
+                          f"Differences: {'; '.join(clauses)}.")

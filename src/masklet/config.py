@@ -9,6 +9,7 @@ Field names follow the official code so a reader can map them one to one.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, replace
 
 
@@ -32,6 +33,49 @@ class HieraConfig:
 
 
 @dataclass(frozen=True)
+class RepViTConfig:
+    """RepViT trunk hyperparameters (EdgeTAM's ``image_encoder.trunk``: timm's
+    ``repvit_m1.dist_in1k`` as a four-level feature extractor, legacy block layout)."""
+
+    embed_dim: tuple[int, ...] = (48, 96, 192, 384)  # channels per stage
+    depth: tuple[int, ...] = (2, 2, 14, 2)  # blocks per stage (after its downsample)
+    mlp_ratio: int = 2
+    kernel_size: int = 3
+
+    @property
+    def channel_list(self) -> tuple[int, ...]:
+        """Output channels of the stages, lowest resolution first (as the FPN expects)."""
+        return tuple(reversed(self.embed_dim))
+
+
+@dataclass(frozen=True)
+class PerceiverConfig:
+    """EdgeTAM's 2D spatial perceiver: compresses each memory frame to latent tokens.
+
+    ``num_latents`` global latents attend to the whole memory map; ``num_latents_2d``
+    latents (a square grid) each attend to one window of it. A stored memory is then
+    ``num_latents + num_latents_2d`` tokens instead of H * W.
+    """
+
+    depth: int = 2
+    num_latents: int = 256
+    num_latents_2d: int = 256
+    dim_head: int = 64
+    heads: int = 1
+    ff_mult: int = 4
+    use_self_attn: bool = True
+
+    @property
+    def grid_side(self) -> int:
+        """Side of the square grid of 2D latents (16 for 256)."""
+        return math.isqrt(self.num_latents_2d)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.num_latents + self.num_latents_2d
+
+
+@dataclass(frozen=True)
 class MemoryConfig:
     """Memory encoder and memory attention hyperparameters (shared by all official sizes)."""
 
@@ -49,8 +93,10 @@ class ModelConfig:
     """Everything needed to build a SAM 2 model; the official yaml flags, typed."""
 
     name: str
-    trunk: HieraConfig = field(default_factory=HieraConfig)
+    trunk: HieraConfig | RepViTConfig = field(default_factory=HieraConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    # EdgeTAM: memories pass through a spatial perceiver before they are stored.
+    perceiver: PerceiverConfig | None = None
     image_size: int = 1024  # square input resolution
     d_model: int = 256  # width of the neck, prompt encoder and decoder (hidden_dim)
     backbone_stride: int = 16
@@ -95,7 +141,16 @@ class ModelConfig:
         return self.image_size // self.backbone_stride
 
     def with_image_size(self, image_size: int) -> ModelConfig:
-        """The same model at another input resolution (must be a multiple of 32*window)."""
+        """The same model at another input resolution (must be a multiple of 32*window;
+        with a perceiver, of 16 * its 2D grid side: 256 for EdgeTAM)."""
+        if self.perceiver is not None:
+            side = self.perceiver.grid_side
+            if (image_size // self.backbone_stride) % side or image_size % self.backbone_stride:
+                raise ValueError(
+                    f"{self.name} needs an image size that is a multiple of "
+                    f"{self.backbone_stride * side} (its perceiver windows the feature map "
+                    f"into {side}x{side}), got {image_size}"
+                )
         return replace(self, image_size=image_size)
 
 
@@ -157,6 +212,17 @@ PRESETS[NANO_PRESET] = ModelConfig(
     memory=MemoryConfig(mem_dim=16, attention_layers=2, attention_ffn_dim=256),
     image_size=256,
     d_model=64,  # mem_dim keeps the official ratio 4: a pointer still makes 4 tokens
+)
+
+# EdgeTAM (CVPR 2025): SAM 2.0 flags with a RepViT-M1 trunk, a spatial perceiver over
+# memories and 2 memory-attention layers (official config sam2/configs/edgetam.yaml).
+EDGETAM_PRESET = "edgetam"
+PRESETS[EDGETAM_PRESET] = ModelConfig(
+    name=EDGETAM_PRESET,
+    trunk=RepViTConfig(),
+    memory=MemoryConfig(attention_layers=2),
+    perceiver=PerceiverConfig(),
+    **_SAM2_0_FLAGS,
 )
 
 # Short names people type: "tiny" is the newest generation.

@@ -30,6 +30,14 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 TABLES = ("videos", "objects", "actions", "masks", "jobs", "events")
+# What the app's page sends with every request; the server refuses changes without it.
+APP_HEADERS = {"X-Masklet": "1"}
+
+
+def app_client(svc: AnnotationService, **kwargs) -> TestClient:
+    """An in-process client that talks like the app's page: a loopback Host, the header."""
+    return TestClient(create_app(svc), base_url="http://127.0.0.1",
+                      headers={**APP_HEADERS, **kwargs.pop("headers", {})}, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +90,7 @@ def svc(make_service) -> AnnotationService:
 
 @pytest.fixture
 def client(svc) -> TestClient:
-    return TestClient(create_app(svc))
+    return app_client(svc)
 
 
 def counts(svc: AnnotationService) -> dict[str, int]:

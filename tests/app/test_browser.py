@@ -1,219 +1,39 @@
 """Browser tests of the annotation page: Debian's chromium, headless, driven by Playwright.
 
-The real server (`masklet.app.server.create_app` over an `AnnotationService` with the
-bundled nano model, roots: ../shared/data) runs in a thread on a free loopback port; the
-page is used the way a person would (clicks on the frame, buttons, keys), and what it
-draws is compared with what the server stored. Screenshots of every step go to
-test-artifacts/browser/.
+The annotation loop on a video, an upload with two tabs, photos with an imported mask,
+and a server restart under an open page (helpers and fixtures: browser_kit.py).
 """
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from conftest import require_data
 
 from masklet.app.server import create_app
 from masklet.app.service import AnnotationService, AppConfig
-from masklet.bundled import bundled_preset
 
-from .conftest import live_server
+from .browser_kit import (  # noqa: F401  (the *_fixture names: fixtures used by name)
+    Page,
+    Server,
+    browser_context_fixture,
+    download,
+    needs_chromium,
+    open_path,
+    prompts_of,
+    server_fixture,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts" / "browser"
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless and offline: no GPU, no sign-in, no background traffic, a throw-away profile.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-TIMEOUT_MS = 20_000
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright (test extra) is not installed")
-
-# Counts the mask canvas's drawn (non-transparent) pixels.
-COUNT_MASK_JS = """() => {
-  const c = document.getElementById("mask-canvas");
-  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-  let n = 0;
-  for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
-  return n;
-}"""
-
-
-@dataclass
-class Server:
-    """A running app: its base URL and the folder that holds its database."""
-
-    url: str
-    data_dir: Path
-
-    def get(self, path: str) -> bytes:
-        import httpx
-
-        response = httpx.get(self.url + path, timeout=30)
-        response.raise_for_status()
-        return response.content
-
-    def json(self, path: str):
-        return json.loads(self.get(path))
-
-    def mask(self, video_id: int, frame: int) -> np.ndarray:
-        """The stored label map of a frame ([H, W] uint8, 0 = no object)."""
-        png = self.get(f"/api/videos/{video_id}/masks/{frame}")
-        return np.array(Image.open(io.BytesIO(png)))
-
-
-@pytest.fixture(scope="module")
-def server(nano) -> Iterator[Server]:
-    """The app over the real data folder, with the nano model, on a loopback port."""
-    data = require_data()
-    data_dir = Path(tempfile.mkdtemp(prefix="masklet-browser-"))
-    config = AppConfig(data_dir=data_dir, roots=[data], model_name=bundled_preset(),
-                       demo_model=True)
-    service = AnnotationService(config, nano)
-    try:
-        with live_server(service) as url:
-            yield Server(url, data_dir)
-    finally:
-        service.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def browser_context():
-    with tempfile.TemporaryDirectory(prefix="masklet-chromium-") as profile, \
-            sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            accept_downloads=True, viewport={"width": 1400, "height": 860})
-        context.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-class Page:
-    """One browser tab on the app, with the checks the tests share."""
-
-    def __init__(self, context, server: Server, name: str) -> None:
-        self.page = context.new_page()
-        self.server = server
-        self.name = name
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda err: self.errors.append(f"page error: {err}"))
-        self.page.on("dialog", lambda dialog: dialog.accept())
-        self.shots: list[Path] = []
-
-    def shot(self, step: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{self.name}-{len(self.shots) + 1:02d}-{step}.png"
-        self.page.screenshot(path=str(path))
-        self.shots.append(path)
-
-    def status(self) -> tuple[str, str]:
-        out = self.page.locator("#status")
-        return out.inner_text(), out.get_attribute("data-kind")
-
-    def settle(self) -> tuple[str, str]:
-        """Wait until nothing is pending or busy; the status line's (text, kind)."""
-        self.page.wait_for_function(
-            "() => document.body.dataset.started && window.masklet.pending === 0 && "
-            "document.getElementById('status').dataset.kind !== 'busy'")
-        return self.status()
-
-    def wait_status(self, kind: str) -> str:
-        """settle(); the status line must then be of `kind`. Its text."""
-        text, got = self.settle()
-        assert got == kind, f"status {got!r} (wanted {kind!r}): {text}"
-        return text
-
-    def video_id(self) -> int:
-        return self.page.evaluate("() => window.masklet.video.id")
-
-    def wait_frame(self, frame: int) -> None:
-        self.page.wait_for_function(
-            "f => document.getElementById('stage').dataset.frame === String(f)", arg=frame)
-
-    def wait_mask_drawn(self, frame: int) -> int:
-        """Wait until the canvas shows the server's mask of `frame`; its pixel count."""
-        self.wait_frame(frame)
-        stored = int(np.count_nonzero(self.server.mask(self.video_id(), frame)))
-        self.page.wait_for_function(f"n => ({COUNT_MASK_JS})() === n", arg=stored)
-        return stored
-
-    def wait_flags(self, word: str) -> None:
-        """Wait until the frame's flags (from the timeline) say `word`."""
-        self.page.wait_for_function(
-            "w => document.getElementById('frame-flags').textContent.includes(w)", arg=word)
-
-    def click_frame(self, fx: float, fy: float, **kwargs) -> None:
-        """Click the frame at (fx, fy), fractions of its width and height."""
-        canvas = self.page.locator("#prompt-canvas")
-        box = canvas.bounding_box()
-        canvas.click(position={"x": fx * box["width"], "y": fy * box["height"]}, **kwargs)
-
-    def seek(self, frame: int) -> None:
-        self.page.fill("#frame-number", str(frame))
-        self.page.press("#frame-number", "Enter")
-        self.wait_frame(frame)
-
-    def track(self, step: str) -> dict:
-        """Press Track; wait for that job (not an earlier one) to end and return it."""
-        before = self.page.evaluate("() => window.masklet.job && window.masklet.job.id")
-        self.page.click("#track-btn")
-        self.page.wait_for_function(
-            "b => { const j = window.masklet.job; return j && j.id !== b && j.done > 0; }",
-            arg=before)
-        self.shot(step)  # the progress bar on its way (or already full, on a fast machine)
-        self.page.wait_for_function(
-            "b => { const j = window.masklet.job; "
-            "return j && j.id !== b && j.state !== 'running'; }",
-            arg=before, timeout=60_000)
-        return self.page.evaluate("() => window.masklet.job")
-
-    def check_no_errors(self) -> None:
-        assert not self.errors, self.errors
-
-
-def _open_path(tab: Page, path: str) -> str:
-    tab.page.fill("#path-input", path)
-    tab.page.click("#path-open")
-    return tab.wait_status("info")
-
-
-def _prompts(server: Server, video_id: int, frame: int) -> list[dict]:
-    return server.json(f"/api/videos/{video_id}/prompts?frame={frame}")["prompts"]
-
-
-def _download(tab: Page, fmt: str, folder: Path) -> Path:
-    with tab.page.expect_download() as info:
-        tab.page.click(f'[data-export="{fmt}"]')
-    download = info.value
-    assert download.failure() is None, download.failure()
-    target = folder / download.suggested_filename
-    download.save_as(str(target))
-    return target
+pytestmark = needs_chromium
 
 
 def test_video_click_track_correct_export_reload(server, browser_context, tmp_path):
@@ -232,7 +52,7 @@ def test_video_click_track_correct_export_reload(server, browser_context, tmp_pa
     assert server.json("/api/videos")["videos"] == []
     tab.shot("refused-path")
 
-    text = _open_path(tab, "videos/bedroom")
+    text = open_path(tab, "videos/bedroom")
     assert "60 frames" in text, text
     vid = tab.video_id()
     tab.wait_frame(0)
@@ -245,7 +65,7 @@ def test_video_click_track_correct_export_reload(server, browser_context, tmp_pa
     assert "mask on frame 20" in text, text
     drawn = tab.wait_mask_drawn(20)
     assert drawn > 0
-    prompts = _prompts(server, vid, 20)
+    prompts = prompts_of(server, vid, 20)
     assert [p["labels"] for p in prompts] == [[1]]
     assert page.locator("#object-list li.object").count() == 1
     tab.shot("clicked")
@@ -284,15 +104,15 @@ def test_video_click_track_correct_export_reload(server, browser_context, tmp_pa
     # Correct frame 49 with a negative click (shift); undo and redo it from the keyboard.
     tab.click_frame(0.9, 0.1, modifiers=["Shift"])
     assert "mask on frame 49" in tab.wait_status("info")
-    assert [p["labels"] for p in _prompts(server, vid, 49)] == [[0]]
+    assert [p["labels"] for p in prompts_of(server, vid, 49)] == [[0]]
     tab.wait_mask_drawn(49)
     tab.wait_flags("prompted")
     page.keyboard.press("Control+z")
     assert "Undone" in tab.wait_status("info")
-    assert _prompts(server, vid, 49) == []
+    assert prompts_of(server, vid, 49) == []
     page.keyboard.press("Control+Shift+Z")
     assert "Redone" in tab.wait_status("info")
-    assert [p["labels"] for p in _prompts(server, vid, 49)] == [[0]]
+    assert [p["labels"] for p in prompts_of(server, vid, 49)] == [[0]]
     tab.wait_mask_drawn(49)
     tab.shot("corrected")
 
@@ -305,9 +125,9 @@ def test_video_click_track_correct_export_reload(server, browser_context, tmp_pa
     tab.shot("retracked")
 
     # Export: the downloads are the stored masks in the promised formats.
-    coco = json.loads(_download(tab, "coco", tmp_path).read_text())
+    coco = json.loads(download(tab, "coco", tmp_path).read_text())
     assert len(coco["annotations"]) == len(server.json(f"/api/videos/{vid}/timeline")["masked"])
-    with zipfile.ZipFile(_download(tab, "davis", tmp_path)) as archive:
+    with zipfile.ZipFile(download(tab, "davis", tmp_path)) as archive:
         pngs = [n for n in archive.namelist() if n.endswith(".png")]
     assert len(pngs) == 60
     assert page.locator("#export-links a").count() == 2
@@ -367,7 +187,7 @@ def test_upload_two_tabs_cancel(server, browser_context, tmp_path):
     # A right click is a negative point (the demo model may then leave no mask at all).
     tab.click_frame(0.1, 0.1, button="right")
     assert "mask on frame 0" in tab.settle()[0]
-    assert [p["labels"] for p in _prompts(server, vid, 0)] == [[1], [0]]
+    assert [p["labels"] for p in prompts_of(server, vid, 0)] == [[1], [0]]
     tab.wait_mask_drawn(0)
     tab.shot("uploaded-clicked")
 
@@ -385,7 +205,7 @@ def test_upload_two_tabs_cancel(server, browser_context, tmp_path):
     page.mouse.move(box["x"] + 0.8 * box["width"], box["y"] + 0.5 * box["height"], steps=5)
     page.mouse.up()
     assert "object 2: " in tab.wait_status("info")
-    boxes = [p["box"] for p in _prompts(server, vid, 0) if p["object"] == 2]
+    boxes = [p["box"] for p in prompts_of(server, vid, 0) if p["object"] == 2]
     assert len(boxes) == 1 and boxes[0][2] > boxes[0][0] and boxes[0][3] > boxes[0][1], boxes
     other.page.wait_for_function(
         "() => document.querySelectorAll('#object-list li.object').length === 2")
@@ -409,7 +229,7 @@ def test_upload_two_tabs_cancel(server, browser_context, tmp_path):
     masked = server.json(f"/api/videos/{vid}/timeline")["masked"]
     assert len(masked) >= job["done"] - 1, (len(masked), job)  # the frames tracked are kept
     tab.shot("cancelled")
-    sav = json.loads(_download(tab, "sav", tmp_path).read_text())
+    sav = json.loads(download(tab, "sav", tmp_path).read_text())
     assert sav["masklet_id"] == [1, 2] and len(sav["masklet"]) == 287
 
     # Deleting an object (after the confirmation) removes it in both tabs.
@@ -450,7 +270,7 @@ def test_images_click_and_import(server, browser_context, tmp_path):
     # C clears the active object's prompts (and so its mask) on this photo.
     page.keyboard.press("c")
     assert "Cleared" in tab.wait_status("info")
-    assert _prompts(server, vid, 1) == []
+    assert prompts_of(server, vid, 1) == []
     assert tab.wait_mask_drawn(1) == 0
 
     # The session can be renamed from the top bar.
@@ -471,7 +291,7 @@ def test_images_click_and_import(server, browser_context, tmp_path):
     Image.fromarray(mask).save(png)
     page.set_input_files("#import-file", str(png))
     assert "Imported mask.png" in tab.wait_status("info")
-    assert [p["kind"] for p in _prompts(server, vid, last)] == ["mask"]
+    assert [p["kind"] for p in prompts_of(server, vid, last)] == ["mask"]
     assert tab.wait_mask_drawn(last) > 0
     tab.shot("imported")
     tab.check_no_errors()
@@ -516,7 +336,7 @@ def test_server_restart_keeps_the_work(nano, browser_context, tmp_path):
             page = tab.page
             page.goto(url + "/")
             tab.wait_status("info")
-            _open_path(tab, "videos/bedroom")
+            open_path(tab, "videos/bedroom")
             vid = tab.video_id()
             tab.click_frame(0.45, 0.55)
             assert "mask on frame 0" in tab.wait_status("info")
@@ -535,7 +355,7 @@ def test_server_restart_keeps_the_work(nano, browser_context, tmp_path):
                 "() => document.getElementById('status').textContent.includes('again')",
                 timeout=30_000)
             assert tab.wait_mask_drawn(0) == drawn
-            assert [p["labels"] for p in _prompts(server, vid, 0)] == [[1]]
+            assert [p["labels"] for p in prompts_of(server, vid, 0)] == [[1]]
             page.reload()
             tab.wait_status("info")
             assert tab.wait_mask_drawn(0) == drawn

@@ -20,6 +20,8 @@ import httpx
 
 from conftest import require_data
 
+from .conftest import APP_HEADERS
+
 FRAMES = 60
 
 
@@ -66,7 +68,7 @@ def test_kill_during_tracking_then_resume(tmp_path):
     data_dir = tmp_path / "data"
     proc, url = start_server(data_dir, videos, tmp_path / "first.log")
     try:
-        http = httpx.Client(base_url=url, timeout=60)
+        http = httpx.Client(base_url=url, timeout=60, headers=APP_HEADERS)
         vid = http.post("/api/videos/open", json={"path": "bedroom"}).json()["id"]
         for _ in range(2):
             http.post(f"/api/videos/{vid}/objects", json={})
@@ -99,7 +101,7 @@ def test_kill_during_tracking_then_resume(tmp_path):
 
     proc, url = start_server(data_dir, videos, tmp_path / "second.log")
     try:
-        http = httpx.Client(base_url=url, timeout=60)
+        http = httpx.Client(base_url=url, timeout=60, headers=APP_HEADERS)
         job = http.get(f"/api/videos/{vid}").json()["track"]
         assert (job["state"], job["done"]) == ("interrupted", done)
         assert http.get(f"/api/videos/{vid}/prompts").json() == listed

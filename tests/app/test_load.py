@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from .conftest import counts, live_server
+from .conftest import APP_HEADERS, counts, live_server
 
 CLIENTS = 20
 REQUESTS = 15  # per client; every fifth is a click
@@ -27,7 +27,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def client_run(base: str, vid: int, obj: int, out: list, errors: list) -> None:
-    with httpx.Client(base_url=base, timeout=60) as http:
+    with httpx.Client(base_url=base, timeout=60, headers=APP_HEADERS) as http:
         for i in range(REQUESTS):
             frame = (obj + i) % 8
             if i % CLICK_EVERY == CLICK_EVERY - 1:
@@ -52,7 +52,7 @@ def client_run(base: str, vid: int, obj: int, out: list, errors: list) -> None:
 
 def test_twenty_concurrent_clients(svc, record_property):
     with live_server(svc) as base:
-        setup = httpx.Client(base_url=base, timeout=60)
+        setup = httpx.Client(base_url=base, timeout=60, headers=APP_HEADERS)
         vid = setup.post("/api/videos/open", json={"path": "clip"}).json()["id"]
         for _ in range(CLIENTS):
             assert setup.post(f"/api/videos/{vid}/objects", json={}).status_code == 201

@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from .conftest import TestClient, create_app, live_server, wait_job
+from .conftest import APP_HEADERS, app_client, live_server, wait_job
 from .test_api import CLICK, label_map, opened
 
 
@@ -23,7 +23,7 @@ def snapshot(client, vid: int) -> dict:
 
 def test_restart_keeps_everything_and_work_goes_on(make_service):
     first = make_service()
-    client = TestClient(create_app(first))
+    client = app_client(first)
     vid = opened(client)
     client.patch(f"/api/videos/{vid}/objects/1", json={"name": "girl", "color": "#123456"})
     client.post(f"/api/videos/{vid}/prompts", json=CLICK)
@@ -34,7 +34,7 @@ def test_restart_keeps_everything_and_work_goes_on(make_service):
     first.close()
 
     second = make_service()
-    client = TestClient(create_app(second))
+    client = app_client(second)
     assert snapshot(client, vid) == before
     # The undo stack and the model state are rebuilt from the database.
     client.post(f"/api/videos/{vid}/undo")
@@ -49,13 +49,13 @@ def test_restart_keeps_everything_and_work_goes_on(make_service):
 
 def test_interrupted_jobs_are_marked_at_start(make_service):
     svc = make_service()
-    client = TestClient(create_app(svc))
+    client = app_client(svc)
     vid = opened(client)
     with svc.db.transaction() as conn:
         conn.execute("INSERT INTO jobs (video_id, state, direction, done, total, started_at) "
                      "VALUES (?, 'running', 'both', 3, 8, 0)", (vid,))
     svc.close()
-    again = TestClient(create_app(make_service()))
+    again = app_client(make_service())
     job = again.get(f"/api/videos/{vid}").json()["track"]
     assert (job["state"], job["done"]) == ("interrupted", 3)
 
@@ -76,7 +76,7 @@ def _events(url: str, seen: list, stop: threading.Event) -> None:
 
 def test_server_sent_events(svc):
     with live_server(svc) as base:
-        http = httpx.Client(base_url=base, timeout=30)
+        http = httpx.Client(base_url=base, timeout=30, headers=APP_HEADERS)
         vid = http.post("/api/videos/open", json={"path": "clip"}).json()["id"]
         http.post(f"/api/videos/{vid}/objects", json={})
         seen: list = []

@@ -88,7 +88,27 @@ CREATE TABLE IF NOT EXISTS events (
     clicks   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_by_video ON events(video_id, t);
+-- The prompt mask of an action's (frame, object) right after the action: undo and redo
+-- show exactly what the user saw then, whatever the model state is now.
+CREATE TABLE IF NOT EXISTS action_masks (
+    action_id INTEGER PRIMARY KEY REFERENCES actions(id) ON DELETE CASCADE,
+    rle       TEXT NOT NULL
+);
+-- What a tracking job was asked for and the prompts it tracked, per object
+-- {"<object id>": [its prompt_version, [effective action ids]]}: resuming the job and
+-- telling whether an object's prompts are back to the tracked ones.
+CREATE TABLE IF NOT EXISTS job_plans (
+    job_id     INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+    start      INTEGER NOT NULL,
+    max_frames INTEGER,
+    prompts    TEXT NOT NULL,
+    resumed    INTEGER NOT NULL DEFAULT 0,  -- frames kept from the job it resumed
+    motion     INTEGER NOT NULL DEFAULT 0   -- 1: motion-aware tracking (SAMURAI)
+);
 """
+# Columns added after their table first shipped: (table, column, declaration). A data
+# folder made before one was added gets it when opened (old rows take the default).
+ADDED_COLUMNS = (("job_plans", "motion", "INTEGER NOT NULL DEFAULT 0"),)
 
 
 class Database:
@@ -127,6 +147,10 @@ class Database:
     def _create_schema(self) -> None:
         # executescript commits on its own; the statements are idempotent.
         self.conn.executescript(SCHEMA)
+        for table, column, declaration in ADDED_COLUMNS:
+            have = {r["name"] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

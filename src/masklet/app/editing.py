@@ -81,6 +81,7 @@ class PromptEditor:
             svc.object_row(video_id, obj)
             w, h = media.frame_size(frame)
             pts, labs, box = check_prompt(points, labels, box, w, h)
+            self._check_point_limits(video_id, frame, obj, len(pts or ()))
             kind = "box" if box is not None else "point"
             action = Action(0, 0, frame, obj, kind, pts, labs, box, None, time.time())
             mask, score = self._compute_added(video_id, media, action)
@@ -160,12 +161,28 @@ class PromptEditor:
             active = [a for a in store.active_actions(svc.db, video_id)
                       if a.id not in step_ids]
             after = sorted(active + step, key=lambda a: a.id) if redo else active
-            changes = self._recompute(video_id, keys, after)
+            changes = self._remembered(video_id, self._recompute(video_id, keys, after), after)
             version = self._flip(video_id, group, redo, changes)
         svc.changed(video_id, version, "prompt")
         frame = step[0].frame
         return svc.frame_result(video_id, frame, version, step[-1].id, None,
                                 step[0].obj if len({a.obj for a in step}) == 1 else None)
+
+    def _check_point_limits(self, video_id: int, frame: int, obj: int, new: int) -> None:
+        """Refuse (422) a prompt past `max_points_per_prompt` or one that would leave the
+        object more than `max_points_per_frame` clicks on the frame: every model call on
+        the frame takes them all, so they bound how long the call holds the model."""
+        config = self.svc.config
+        if new > config.max_points_per_prompt:
+            raise AppError(422, f"a prompt holds at most {config.max_points_per_prompt} points "
+                                f"(got {new}; --max-points-per-prompt)")
+        here = store.effective_prompts(
+            store.active_actions(self.svc.db, video_id, obj=obj, frame=frame))
+        kept = sum(len(a.points or ()) for a in here if a.kind != "mask")
+        if kept + new > config.max_points_per_frame:
+            raise AppError(422, f"object {obj} would have {kept + new} points on frame {frame}; "
+                                f"the limit is {config.max_points_per_frame} "
+                                "(--max-points-per-frame): clear the frame's prompts first")
 
     # ------------------------------------------------------------------ model
     def _compute_added(self, video_id: int, media: Media, action: Action
@@ -213,15 +230,42 @@ class PromptEditor:
             raise
         return changes
 
+    def _remembered(self, video_id: int, changes: MaskChanges, after: list[Action]
+                    ) -> MaskChanges:
+        """`changes` with each pair's mask as the user saw it after its newest active action.
+
+        The model state is rebuilt by replaying prompts, which on a tracked frame need not
+        give the mask the user had (a correction there was conditioned on the tracking
+        memory of the time): undo and redo give back the stored masks instead. A pair
+        whose newest action has none stored (made before they were kept) keeps the
+        recomputed mask.
+        """
+        out = dict(changes)
+        for frame, obj in changes:
+            here = [a for a in after if a.frame == frame and a.obj == obj]
+            if not store.effective_prompts(here):
+                out[(frame, obj)] = None
+                continue
+            rle = store.action_mask(self.svc.db, here[-1].id)
+            if rle is not None:
+                w, h = self.svc.media(video_id).frame_size(frame)
+                out[(frame, obj)] = decode_rle(rle, h, w)
+        return out
+
     # --------------------------------------------------------------- storage
-    def _store_masks(self, conn, video_id: int, changes: MaskChanges, version: int) -> None:
+    def _store_masks(self, conn, video_id: int, changes: MaskChanges, version: int
+                     ) -> dict[tuple[int, int], str]:
+        """Write the prompt masks of `changes`; returns the RLE counts of those not None."""
+        written = {}
         for (frame, obj), mask in changes.items():
             if mask is None:
                 store.delete_prompt_mask(conn, video_id, frame, obj)
             else:
                 rle, area = encode_rle(mask)
                 store.put_mask(conn, video_id, frame, obj, "prompt", rle, area, version)
+                written[(frame, obj)] = rle
             store.touch_object_prompts(conn, video_id, obj, version)
+        return written
 
     def _commit(self, video_id: int, actions: list[Action], changes: MaskChanges, event: str,
                 clicks: int, new_objects: list[int] = ()) -> int:
@@ -241,7 +285,11 @@ class PromptEditor:
                     store.record_event(conn, video_id, event, obj=action.obj,
                                        frame=action.frame, clicks=clicks)
                 version = store.bump_version(conn, video_id)
-                self._store_masks(conn, video_id, changes, version)
+                written = self._store_masks(conn, video_id, changes, version)
+                for action in actions:  # what undo and redo give back later
+                    rle = written.get((action.frame, action.obj))
+                    if rle is not None:
+                        store.put_action_mask(conn, action.id, rle)
             return version
         except BaseException:
             svc.drop_runtime(video_id)

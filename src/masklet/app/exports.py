@@ -155,14 +155,17 @@ class Exporter:
     def _coco(self, video_id, media, snapshot, objects, stem) -> Path:
         names = {"objects": [{k: o[k] for k in ("id", "name", "color")} for o in objects]}
         if media.kind == "video":
-            data = self._coco_video(media, snapshot, row_name=stem)
+            data = self._coco_video(media, snapshot, objects, row_name=stem)
         else:
             data = self._coco_images(media, snapshot, objects)
         target = self.folder(video_id) / f"{stem}_coco.json"
         write_json(target, {**data, "masklet": names})
         return target
 
-    def _coco_video(self, media: Media, snapshot: Snapshot, row_name: str) -> dict:
+    def _coco_video(self, media: Media, snapshot: Snapshot, objects: list[dict],
+                    row_name: str) -> dict:
+        """COCO video JSON; each object is its own category (named as in the app) and its
+        annotations carry its id as both ``category_id`` and ``track_id``."""
         h, w = media.height, media.width
         if media.location.is_dir():
             names = list(media.frame_names)
@@ -175,11 +178,11 @@ class Exporter:
             for obj, counts, area in sorted(snapshot.get(index, [])):
                 annotations.append(_annotation(
                     counts, h, w, area, id=len(annotations) + 1, image_id=index + 1,
-                    video_id=1, category_id=1, track_id=obj))
+                    video_id=1, category_id=obj, track_id=obj))
         return {"videos": [{"id": 1, "name": row_name, "height": h, "width": w,
                             "length": len(images)}],
                 "images": images, "annotations": annotations,
-                "categories": [{"id": 1, "name": "object_1"}]}
+                "categories": [{"id": o["id"], "name": o["name"]} for o in objects]}
 
     def _coco_images(self, media: Media, snapshot: Snapshot, objects: list[dict]) -> dict:
         images, annotations = [], []

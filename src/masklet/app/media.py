@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PIL import Image
 
 from masklet.app.errors import AppError
 from masklet.export import atomic_write
-from masklet.io import JpegFolderSource, VideoFileSource, VideoReadError
+from masklet.io import FrameSource, JpegFolderSource, VideoFileSource, VideoReadError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -61,7 +62,13 @@ class PathPolicy:
         return any(real == root or root in real.parents for root in self.roots)
 
     def resolve(self, raw: str) -> Path:
-        """The real path of `raw` (absolute, or relative to a root): 403 outside, 404 missing."""
+        """The real path of `raw`: 403 outside the roots, 404 missing.
+
+        An absolute `raw` must lie inside a root. A relative one is looked up in every
+        root, in the order they were given: the first root that holds it wins (a name
+        present in two roots opens the first root's, as a search path does); 404 only
+        when no root holds it.
+        """
         if not raw or "\x00" in raw:
             raise AppError(400, "give a path")
         path = Path(raw).expanduser()
@@ -70,14 +77,14 @@ class PathPolicy:
         if not self.roots:
             raise AppError(403, "no folder may be opened by path: start the server with --roots")
         candidates = [path] if path.is_absolute() else [root / path for root in self.roots]
-        for candidate in candidates:
-            real = candidate.resolve(strict=False)
-            if not self.inside(real):
-                continue
-            if not real.exists():
-                raise AppError(404, f"{raw}: no such file or folder")
-            return real
-        raise AppError(403, f"{raw} is outside the folders this server may open")
+        inside = [real for real in (c.resolve(strict=False) for c in candidates)
+                  if self.inside(real)]
+        if not inside:
+            raise AppError(403, f"{raw} is outside the folders this server may open")
+        for real in inside:
+            if real.exists():
+                return real
+        raise AppError(404, f"{raw}: no such file or folder")
 
 
 def _decode_image(path: Path) -> tuple[int, int] | None:
@@ -122,15 +129,34 @@ def probe_image_file(path: Path) -> Media | None:
     return Media("images", path, 1, size[0], size[1], None, [path.name], [list(size)])
 
 
-def probe_upload(path: Path) -> tuple[Media, str]:
-    """Decode an uploaded file: (its media, the suffix to store it under). 415 if neither."""
+def _scrubbed(message: str, path: Path, label: str) -> str:
+    """`message` with the server's own path of a file (and its bare name) replaced by
+    `label`, the name the user knows the file by."""
+    for text in (str(path.resolve()), str(path), path.name):
+        message = message.replace(f"'{text}'", label).replace(text, label)
+    return message
+
+
+def probe_upload(path: Path, label: str = "the upload") -> tuple[Media, str]:
+    """Decode an uploaded file: (its media, the suffix to store it under). 415 if neither.
+
+    `path` is the server's temporary copy; error messages name the file as `label` (the
+    user's file name), never by the server's path.
+    """
     image = probe_image_file(path)
     if image is not None:
         with Image.open(path) as im:
             suffix = "." + (im.format or "img").lower().replace("jpeg", "jpg")
         return image, suffix
-    media = probe_video_file(path)
-    return media, _container_suffix(path)
+    try:
+        media = probe_video_file(path)
+        suffix = _container_suffix(path)
+    except AppError as err:
+        raise AppError(err.status, _scrubbed(err.detail, path, label)) from None
+    except (av.error.FFmpegError, OSError, IndexError) as err:
+        reason = _scrubbed(str(err), path, label)
+        raise AppError(415, f"{label}: not a readable video or image ({reason})") from None
+    return media, suffix
 
 
 def _natural_key(path: Path) -> tuple[list[int | str], str]:
@@ -205,24 +231,41 @@ class FrameReader:
     """RGB frames and page-ready JPEG bytes of one video, safe to call from many threads.
 
     JPEG frame files are served as they are; other frames are decoded once and their
-    JPEG kept in `cache_dir`.
+    JPEG kept in `cache_dir`. Every file is checked when it is read, not only when the
+    video was opened: a frame replaced later by a link leading out of the allowed
+    folders (`allowed` says which real paths are) is refused with 403.
     """
 
-    def __init__(self, media: Media, cache_dir: Path) -> None:
+    def __init__(self, media: Media, cache_dir: Path,
+                 allowed: Callable[[Path], bool] | None = None) -> None:
         self.media = media
         self.cache_dir = cache_dir
+        self.allowed = allowed
         self._lock = threading.Lock()
         self._video: VideoFileSource | None = None
+
+    def checked(self, path: Path) -> Path:
+        """The real path of `path` (links followed), refused (403) outside `allowed`."""
+        real = path.resolve(strict=False)
+        if self.allowed is not None and not self.allowed(real):
+            # A link made after opening, or a server restarted with other --roots.
+            raise AppError(403, f"{path.name} leads outside the folders this server may "
+                                "open (--roots)")
+        if not real.is_file():
+            raise AppError(410, f"the video's frames cannot be read any more: {path.name} "
+                                "is gone")
+        return real
 
     def rgb(self, idx: int) -> np.ndarray:
         if self.media.kind == "video" and self.media.location.is_file():
             with self._lock:
                 if self._video is None:
-                    self._video = VideoFileSource(self.media.location)
+                    self._video = VideoFileSource(self.checked(self.media.location))
                 return self._video.get(idx).copy()
         path = self.media.frame_path(idx)
+        real = self.checked(path)
         try:
-            with Image.open(path) as image:
+            with Image.open(real) as image:
                 return np.asarray(image.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as err:
             raise AppError(415, f"{path.name}: cannot read the image ({err})") from None
@@ -231,7 +274,7 @@ class FrameReader:
         path = self.media.frame_path(idx)
         is_file = self.media.location.is_dir() or self.media.kind == "images"
         if is_file and path.suffix.lower() in JPEG_SUFFIXES:
-            return path.read_bytes()
+            return self.checked(path).read_bytes()
         cached = self.cache_dir / f"{idx:06d}.jpg"
         if cached.is_file():
             return cached.read_bytes()
@@ -245,3 +288,20 @@ class FrameReader:
             if self._video is not None:
                 self._video.close()
                 self._video = None
+
+
+class ReaderSource(FrameSource):
+    """The frames of a `FrameReader` as a `FrameSource`, for the video predictor: the model
+    reads the frames the video was opened with, through the same per-read link check."""
+
+    def __init__(self, reader: FrameReader) -> None:
+        super().__init__(name=reader.media.location.name)
+        self.reader = reader
+        self.width, self.height = reader.media.width, reader.media.height
+
+    @property
+    def num_frames(self) -> int:
+        return self.reader.media.num_frames
+
+    def _read(self, idx: int) -> np.ndarray:
+        return self.reader.rgb(idx)

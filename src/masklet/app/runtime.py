@@ -20,13 +20,23 @@ import numpy as np
 import torch
 
 from masklet.app.maskcodec import decode_rle
-from masklet.app.media import FrameReader, Media
+from masklet.app.media import FrameReader, Media, ReaderSource
 from masklet.app.store import Action, effective_prompts
 from masklet.modeling.sam2 import SAM2Model
 from masklet.predictor.image import ImagePredictor
+from masklet.predictor.prompts import mask_prompt
 from masklet.predictor.video import VideoPredictor
+from masklet.tracking.state import FrameOutput
+from masklet.tracking.step import memory_of_prompted
 
 FrameMasks = dict[int, np.ndarray]  # object id -> [H, W] bool
+
+
+class ModelBusy(Exception):
+    """The model lock stayed taken past the wait budget (the server answers 503).
+
+    Not an `AppError`: the editing code drops a half-updated runtime on any other error.
+    """
 
 
 class ModelHost:
@@ -35,25 +45,47 @@ class ModelHost:
     Corrections on tracked frames are kept as conditioning frames
     (``add_all_frames_to_correct_as_cond``) so that tracking again keeps them: the
     data-engine loop is click, track, correct, track again.
+
+    `motion_video` is the same predictor with motion-aware tracking (SAMURAI) on, for the
+    jobs that ask for it. Both wrap the one model (no second copy of the weights); a
+    predictor holds no tracking state (that lives in each video's session, the motion
+    filters included), so the two can drive the same sessions.
     """
 
     def __init__(self, model: SAM2Model, *, feature_cache_size: int = 4,
-                 bfloat16: bool = False) -> None:
+                 bfloat16: bool = False, wait_s: float | None = None) -> None:
         self.model = model
+        self.wait_s = wait_s  # how long a request waits for the lock (None: forever)
         self.feature_cache_size = feature_cache_size
         self.bfloat16 = bfloat16
         self.video = VideoPredictor(model, add_all_frames_to_correct_as_cond=True, progress=False)
+        self.motion_video = VideoPredictor(model, add_all_frames_to_correct_as_cond=True,
+                                           progress=False, motion=True)
         self.lock = threading.Lock()
 
     @contextlib.contextmanager
-    def call(self) -> Iterator[None]:
-        """One model call: the lock, no autograd, and bf16 autocast when asked for."""
-        with self.lock, torch.inference_mode():
-            if self.bfloat16:
-                with torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16):
+    def call(self, bounded: bool = True) -> Iterator[None]:
+        """One model call: the lock, no autograd, and bf16 autocast when asked for.
+
+        A request's call (`bounded`) waits at most `wait_s` for the lock and then raises
+        `ModelBusy` instead of hanging; a tracking step waits as long as it takes (every
+        other holder is bounded: points per prompt are limited, tracking goes frame by
+        frame).
+        """
+        timeout = self.wait_s if bounded and self.wait_s is not None else -1
+        if not self.lock.acquire(timeout=timeout):
+            raise ModelBusy(f"the model is busy with other work; try again (waited "
+                            f"{self.wait_s:g} s, --model-wait-s)")
+        try:
+            with torch.inference_mode():
+                if self.bfloat16:
+                    with torch.autocast(device_type=self.model.device.type,
+                                        dtype=torch.bfloat16):
+                        yield
+                else:
                     yield
-            else:
-                yield
+        finally:
+            self.lock.release()
 
 
 def _masks_of(obj_ids: list[int], logits: torch.Tensor) -> FrameMasks:
@@ -67,16 +99,20 @@ class VideoRuntime:
 
     tracks = True
 
-    def __init__(self, host: ModelHost, media: Media) -> None:
+    def __init__(self, host: ModelHost, media: Media, frames: FrameReader) -> None:
         self.host = host
         self.media = media
+        self.frames = frames
         self.session = None
+        self.last_job: int | None = None  # the tracking job whose memory the session holds
 
     def build(self, actions: list[Action]) -> None:
         """Open the video and replay every active prompt (grouped per object)."""
         with self.host.call():
+            # Frames come through the reader: the files the video was opened with, each
+            # checked when it is read.
             self.session = self.host.video.init_state(
-                str(self.media.location), feature_cache_size=self.host.feature_cache_size)
+                ReaderSource(self.frames), feature_cache_size=self.host.feature_cache_size)
         for obj in sorted({a.obj for a in actions}):
             self.replay_object(obj, [a for a in actions if a.obj == obj])
 
@@ -124,14 +160,59 @@ class VideoRuntime:
         with self.host.call():
             self.host.video.clear_all_prompts_in_frame(self.session, frame, obj,
                                                        need_output=False)
-            # The cleared frame's old output would seed the first re-added click as its
-            # previous mask; without it the frame is redone as on first prompting.
-            self.session.objects[obj].non_cond_outputs.pop(frame, None)
+            state = self.session.objects[obj]
+            # Replay as the prompts were first made. On a frame the tracker reached, the
+            # first correction click was seeded with the tracked output, which clearing
+            # keeps (frames_tracked still holds the frame): keep it, so that undo / redo
+            # give the model the same state as before. An output left over from cleared
+            # prompts (the frame is no longer marked tracked) would wrongly seed the first
+            # re-added click: without it the frame is redone as on first prompting.
+            if frame not in state.frames_tracked:
+                state.non_cond_outputs.pop(frame, None)
         mask = None
         for action in effective_prompts([a for a in actions if a.frame == frame]):
             with self.host.call():
                 mask = self._apply(action)
         return mask
+
+    def memory_frames(self, start: int, reverse: bool) -> list[int]:
+        """The frames just before `start` (in the pass's direction) whose memory tracking
+        `start` attends to."""
+        config = self.host.model.config
+        reach = self.host.model.num_maskmem * config.memory_temporal_stride_for_eval
+        if reverse:
+            return list(range(start + 1, min(start + reach, self.media.num_frames - 1) + 1))
+        return list(range(max(start - reach, 0), start))
+
+    def seed_memory(self, masks: dict[int, FrameMasks], reverse: bool) -> None:
+        """Tracking memory of frames tracked earlier, rebuilt from their stored masks.
+
+        After a restart the session no longer holds what an interrupted job had tracked;
+        resuming it then starts from these memories (each mask encoded as a given mask,
+        as `add_new_mask` does, but kept as an ordinary tracked frame) instead of tracking
+        every frame again. The masks are binary, so the resumed frames can differ slightly
+        from an uninterrupted run. Frames where an object has prompts are left alone.
+        A seeded frame keeps the given mask's predicted IoU (1, as `use_mask_as_output`
+        scores it) so that motion-aware tracking counts it as a reliable memory; its
+        motion filter is not rebuilt: a resumed motion-aware job starts a fresh one.
+        """
+        model, session = self.host.model, self.session
+        for frame in sorted(masks):
+            with self.host.call(bounded=False):
+                feats = session.frame_features(model, frame)
+                for obj_id, mask in masks[frame].items():
+                    obj = session.objects.get(obj_id)
+                    if obj is None or frame in obj.cond_outputs or frame in obj.pending_cond:
+                        continue
+                    prompt = mask_prompt(mask, image_size=model.image_size,
+                                         device=session.device)
+                    sam = model.use_mask_as_output(feats.image_embed,
+                                                   feats.high_res_feats or None, prompt)
+                    out = FrameOutput(sam.low_res_masks, sam.obj_ptr, sam.object_score_logits,
+                                      iou_score=sam.ious[:, 0])
+                    out.maskmem_features = memory_of_prompted(model, feats, out)
+                    obj.non_cond_outputs[frame] = out
+                    obj.frames_tracked[frame] = reverse
 
     def drop_object(self, obj: int) -> None:
         if self.session is not None and obj in self.session.objects:
@@ -149,14 +230,21 @@ class VideoRuntime:
     def first_prompted_frame(self) -> int:
         return min(f for o in self.session.objects.values() for f in o.input_frames())
 
-    def track(self, start: int, max_frames: int | None, reverse: bool
+    def track(self, start: int, max_frames: int | None, reverse: bool, motion: bool = False
               ) -> Iterator[tuple[int, FrameMasks]]:
-        """Propagate; each step runs under the model lock, so other work interleaves."""
-        with self.host.call():
-            steps = self.host.video.propagate_in_video(self.session, start, max_frames, reverse)
+        """Propagate; each step runs under the model lock, so other work interleaves.
+
+        `motion`: motion-aware (SAMURAI). Prompts were decoded as plain SAM 2 (those are
+        the masks the user saw and that are stored), so each object's motion filter starts
+        on the first tracked frame after its prompt; the filters live in this video's
+        session, per object and frame, never shared with another video.
+        """
+        predictor = self.host.motion_video if motion else self.host.video
+        with self.host.call(bounded=False):
+            steps = predictor.propagate_in_video(self.session, start, max_frames, reverse)
         try:
             while True:
-                with self.host.call():
+                with self.host.call(bounded=False):
                     step = next(steps, None)
                 if step is None:
                     return

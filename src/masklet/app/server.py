@@ -12,7 +12,6 @@ import io
 import uuid
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -20,66 +19,29 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
+from masklet.app import guard
+from masklet.app.bodies import (
+    SQL_MAX,
+    SQL_MIN,
+    Body,
+    ExportBody,
+    FrameObjectBody,
+    ObjectBody,
+    ObjectPatch,
+    OpenBody,
+    PathInt,
+    PromptBody,
+    QueryInt,
+    RenameBody,
+    TrackBody,
+)
 from masklet.app.errors import AppError
 from masklet.app.service import AnnotationService
 
 FORM_SLACK = 64 * 1024  # multipart headers and small fields around the file itself
 COPY_CHUNK = 1024 * 1024
-
-
-# ---------------------------------------------------------------------- bodies
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    expected_version: int | None = None
-
-
-class OpenBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str
-    kind: Literal["video", "images"] | None = None
-    name: str | None = None
-
-
-class RenameBody(Body):
-    name: str
-
-
-class PromptBody(Body):
-    frame: int
-    obj: int = Field(alias="object")
-    points: list[list[float]] | None = None
-    labels: list[int] | None = None
-    box: list[float] | None = None
-
-
-class FrameObjectBody(Body):
-    frame: int
-    obj: int = Field(alias="object")
-
-
-class ObjectBody(Body):
-    name: str | None = None
-    color: str | None = None
-    id: int | None = None
-
-
-class ObjectPatch(Body):
-    name: str | None = None
-    color: str | None = None
-
-
-class TrackBody(Body):
-    direction: Literal["both", "forward", "backward"] = "both"
-    start: int | None = None
-    max_frames: int | None = None
-
-
-class ExportBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    format: str
 
 
 # --------------------------------------------------------------------- uploads
@@ -146,23 +108,36 @@ def _int_field(form, name: str, required: bool) -> int | None:
         if required:
             raise AppError(400, f"the form needs a '{name}' field")
         return None
+    text = str(value).strip()
     try:
-        return int(str(value))
+        number = int(text)
     except ValueError:
-        raise AppError(400, f"'{name}' must be an integer, got {value!r}") from None
+        number = None
+    if number is None or not SQL_MIN <= number <= SQL_MAX:
+        raise AppError(400, f"'{name}' must be an integer, got {text[:40]!r}")
+    return number
 
 
-def import_masks_from_png(data: bytes, obj: int | None) -> dict[int, np.ndarray]:
-    """Masks of a PNG: nonzero pixels as `obj`, or (obj None) pixel value = object id."""
+def upload_label(file: UploadFile) -> str:
+    """The name the user knows an uploaded file by (what error messages call it)."""
+    return Path((file.filename or "").replace("\\", "/")).name[:120] or "the upload"
+
+
+def import_masks_from_png(data: bytes, obj: int | None, label: str = "the file"
+                          ) -> dict[int, np.ndarray]:
+    """Masks of a PNG: nonzero pixels as `obj`, or (obj None) pixel value = object id.
+
+    `label` names the file in error messages."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format != "PNG":
-                raise AppError(415, f"masks are imported from PNG files, not {image.format}")
+                raise AppError(415, f"{label}: masks are imported from PNG files, "
+                                    f"not {image.format}")
             image.load()
             pixels = np.array(image)
             mode = image.mode
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        raise AppError(415, "not a readable PNG image") from None
+        raise AppError(415, f"{label}: not a readable PNG image") from None
     if obj is not None:
         mask = pixels.any(axis=-1) if pixels.ndim == 3 else pixels > 0
         if not mask.any():
@@ -185,6 +160,7 @@ def create_app(svc: AnnotationService, static_dir: Path | None = None) -> FastAP
     app = FastAPI(title="masklet annotator", docs_url="/api/docs", openapi_url="/api/openapi.json",
                   redoc_url=None)
     app.state.service = svc
+    guard.install(app, svc.config)
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, err: AppError) -> JSONResponse:
@@ -194,6 +170,13 @@ def create_app(svc: AnnotationService, static_dir: Path | None = None) -> FastAP
     _edit_routes(app, svc)
     _track_and_export_routes(app, svc)
     static = static_dir or Path(str(resources.files("masklet.app") / "static"))
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        # Browsers ask for /favicon.ico whatever the page links; answer with the page's icon.
+        return FileResponse(static / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
     app.mount("/", StaticFiles(directory=static, html=True), name="static")
     return app
 
@@ -230,48 +213,48 @@ def _video_routes(app: FastAPI, svc: AnnotationService) -> None:
             await form.close()
 
     @app.get("/api/videos/{video_id}")
-    def detail(video_id: int) -> dict:
+    def detail(video_id: PathInt) -> dict:
         return svc.detail(video_id)
 
     @app.patch("/api/videos/{video_id}")
-    def rename(video_id: int, body: RenameBody) -> dict:
+    def rename(video_id: PathInt, body: RenameBody) -> dict:
         return svc.rename_video(video_id, body.name, body.expected_version)
 
     @app.delete("/api/videos/{video_id}", status_code=204)
-    def delete(video_id: int) -> Response:
+    def delete(video_id: PathInt) -> Response:
         svc.delete_video(video_id, None)
         return Response(status_code=204)
 
     @app.get("/api/videos/{video_id}/frames/{frame}")
-    def frame_jpeg(video_id: int, frame: int) -> Response:
+    def frame_jpeg(video_id: PathInt, frame: PathInt) -> Response:
         # A video's frames never change (ids are never reused), so the browser may keep them.
         return Response(svc.frame_jpeg(video_id, frame), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=86400, immutable"})
 
     @app.post("/api/videos/{video_id}/frames/{frame}/prepare")
-    def prepare(video_id: int, frame: int) -> dict:
+    def prepare(video_id: PathInt, frame: PathInt) -> dict:
         return svc.prepare(video_id, frame)
 
     @app.get("/api/videos/{video_id}/masks/{frame}")
-    def mask_png(video_id: int, frame: int) -> Response:
+    def mask_png(video_id: PathInt, frame: PathInt) -> Response:
         png, version, _ = svc.mask_png(video_id, frame)
         return Response(png, media_type="image/png",
                         headers={"Cache-Control": "no-store", "X-Masklet-Version": str(version)})
 
     @app.get("/api/videos/{video_id}/masks/{frame}/rle")
-    def mask_rle(video_id: int, frame: int) -> dict:
+    def mask_rle(video_id: PathInt, frame: PathInt) -> dict:
         return svc.mask_json(video_id, frame)
 
     @app.get("/api/videos/{video_id}/timeline")
-    def timeline(video_id: int) -> dict:
+    def timeline(video_id: PathInt) -> dict:
         return svc.timeline(video_id)
 
     @app.get("/api/videos/{video_id}/metrics")
-    def metrics(video_id: int) -> dict:
+    def metrics(video_id: PathInt) -> dict:
         return svc.metrics(video_id)
 
     @app.get("/api/videos/{video_id}/events")
-    async def events(video_id: int, request: Request) -> StreamingResponse:
+    async def events(video_id: PathInt, request: Request) -> StreamingResponse:
         since = svc.hub.last_seq
         hello = await run_in_threadpool(
             lambda: {"version": svc.video_row(video_id)["version"],
@@ -284,30 +267,30 @@ def _video_routes(app: FastAPI, svc: AnnotationService) -> None:
 
 def _edit_routes(app: FastAPI, svc: AnnotationService) -> None:
     @app.get("/api/videos/{video_id}/prompts")
-    def prompts(video_id: int, frame: int | None = None, object: int | None = None) -> dict:
+    def prompts(video_id: PathInt, frame: QueryInt = None, object: QueryInt = None) -> dict:
         svc.video_row(video_id)
         return svc.prompt_list(video_id, frame, object)
 
     @app.post("/api/videos/{video_id}/prompts")
-    def add_prompt(video_id: int, body: PromptBody) -> dict:
+    def add_prompt(video_id: PathInt, body: PromptBody) -> dict:
         return svc.prompts.add(video_id, body.frame, body.obj, points=body.points,
                                labels=body.labels, box=body.box,
                                expected_version=body.expected_version)
 
     @app.post("/api/videos/{video_id}/prompts/clear")
-    def clear(video_id: int, body: FrameObjectBody) -> dict:
+    def clear(video_id: PathInt, body: FrameObjectBody) -> dict:
         return svc.prompts.clear(video_id, body.frame, body.obj, body.expected_version)
 
     @app.post("/api/videos/{video_id}/undo")
-    def undo(video_id: int, body: Body | None = None) -> dict:
+    def undo(video_id: PathInt, body: Body | None = None) -> dict:
         return svc.prompts.undo(video_id, body.expected_version if body else None)
 
     @app.post("/api/videos/{video_id}/redo")
-    def redo(video_id: int, body: Body | None = None) -> dict:
+    def redo(video_id: PathInt, body: Body | None = None) -> dict:
         return svc.prompts.redo(video_id, body.expected_version if body else None)
 
     @app.post("/api/videos/{video_id}/masks/import")
-    async def import_mask(video_id: int, request: Request) -> dict:
+    async def import_mask(video_id: PathInt, request: Request) -> dict:
         limit = svc.config.max_upload_bytes
         form = await _form(request, limit)
         try:
@@ -319,50 +302,51 @@ def _edit_routes(app: FastAPI, svc: AnnotationService) -> None:
                 raise _too_large(limit)
         finally:
             await form.close()
-        masks = import_masks_from_png(data, obj)
+        masks = import_masks_from_png(data, obj, upload_label(file))
         return await run_in_threadpool(svc.prompts.import_masks, video_id, frame, masks,
                                        obj is None)
 
     @app.post("/api/videos/{video_id}/objects", status_code=201)
-    def create_object(video_id: int, body: ObjectBody | None = None) -> dict:
+    def create_object(video_id: PathInt, body: ObjectBody | None = None) -> dict:
         body = body or ObjectBody()
         return svc.create_object(video_id, name=body.name, color=body.color, obj=body.id,
                                  expected_version=body.expected_version)
 
     @app.patch("/api/videos/{video_id}/objects/{obj}")
-    def update_object(video_id: int, obj: int, body: ObjectPatch) -> dict:
+    def update_object(video_id: PathInt, obj: PathInt, body: ObjectPatch) -> dict:
         return svc.update_object(video_id, obj, name=body.name, color=body.color,
                                  expected_version=body.expected_version)
 
     @app.delete("/api/videos/{video_id}/objects/{obj}")
-    def delete_object(video_id: int, obj: int) -> dict:
+    def delete_object(video_id: PathInt, obj: PathInt) -> dict:
         return svc.delete_object(video_id, obj, None)
 
 
 def _track_and_export_routes(app: FastAPI, svc: AnnotationService) -> None:
     @app.post("/api/videos/{video_id}/track", status_code=202)
-    def track(video_id: int, body: TrackBody | None = None) -> dict:
+    def track(video_id: PathInt, body: TrackBody | None = None) -> dict:
         body = body or TrackBody()
         return svc.tracker.start(video_id, body.direction, body.start, body.max_frames,
-                                 body.expected_version)
+                                 body.expected_version, resume=body.resume,
+                                 motion=body.motion)
 
     @app.get("/api/videos/{video_id}/track")
-    def track_state(video_id: int) -> dict | None:
+    def track_state(video_id: PathInt) -> dict | None:
         svc.video_row(video_id)
         return svc.tracker.current(video_id)
 
     @app.post("/api/videos/{video_id}/track/cancel")
-    def cancel(video_id: int) -> dict:
+    def cancel(video_id: PathInt) -> dict:
         return svc.tracker.cancel(video_id)
 
     @app.post("/api/videos/{video_id}/exports")
-    def export(video_id: int, body: ExportBody) -> dict:
+    def export(video_id: PathInt, body: ExportBody) -> dict:
         return svc.exporter.export(video_id, body.format)
 
     @app.get("/api/videos/{video_id}/exports")
-    def exports(video_id: int) -> dict:
+    def exports(video_id: PathInt) -> dict:
         return {"exports": svc.exporter.listing(video_id)}
 
     @app.get("/api/videos/{video_id}/exports/{name}")
-    def export_file(video_id: int, name: str) -> FileResponse:
+    def export_file(video_id: PathInt, name: str) -> FileResponse:
         return FileResponse(svc.exporter.file(video_id, name), filename=name)

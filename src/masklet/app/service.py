@@ -1,31 +1,22 @@
-"""The app's core: videos, objects, frames and masks over the database, with locking.
+"""The app's API operations: videos, objects, frames and masks over the shared state.
 
-Concurrency rules:
-    - one `threading.Lock` per video serialises every mutation of that video (two tabs
-      clicking at once take turns); a mutation may carry ``expected_version`` and is
-      refused with 409 when the video moved on;
-    - while a tracking job runs on a video its mutations are refused (409), reads go on;
-    - model calls take `ModelHost.lock` (one at a time per process).
+The state they share and its locking (one lock per video, no edits while tracking, one
+model call at a time) live in `masklet.app.core`; `AppConfig` is defined there too and
+imported from here as before.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from masklet.app import store
 from masklet.app.browse import browse
-from masklet.app.db import Database, DataDirLock
+from masklet.app.core import AppConfig, ServiceCore
 from masklet.app.editing import PromptEditor
 from masklet.app.errors import AppError, conflict, not_found
-from masklet.app.events import EventHub
 from masklet.app.exports import Exporter
 from masklet.app.maskcodec import (
     check_color,
@@ -36,170 +27,26 @@ from masklet.app.maskcodec import (
     palette_png,
     rle_bbox,
 )
-from masklet.app.media import FrameReader, Media, PathPolicy, probe_path, probe_upload
+from masklet.app.media import Media, probe_path, probe_upload
 from masklet.app.metrics import video_metrics
-from masklet.app.runtime import ImageRuntime, ModelHost, VideoRuntime
-from masklet.app.tracking import Tracker, TrackJob
-from masklet.io import VideoReadError
+from masklet.app.tracking import Tracker
 from masklet.modeling.sam2 import SAM2Model
 
-LOCK_TIMEOUT_S = 120.0
+__all__ = ["AnnotationService", "AppConfig"]
 
 
-@dataclass
-class AppConfig:
-    """Settings of one app instance (what `masklet serve` takes)."""
-
-    data_dir: Path
-    roots: list[Path] = field(default_factory=list)
-    max_upload_mb: float = 500.0
-    idle_cap_s: float = 30.0
-    feature_cache_size: int = 4
-    max_open_videos: int = 4
-    bfloat16: bool = False  # model calls under bf16 autocast
-    model_name: str = ""  # shown by the page (the preset name)
-    demo_model: bool = False  # the bundled nano demo model is in use
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
-
-
-class AnnotationService:
+class AnnotationService(ServiceCore):
     """Everything the HTTP routes call; each public method is one API operation.
 
     Prompt edits live in `prompts` (`PromptEditor`), tracking in `tracker` (`Tracker`)
-    and exports in `exporter` (`Exporter`).
+    and exports in `exporter` (`Exporter`); locking and model state come from `ServiceCore`.
     """
 
     def __init__(self, config: AppConfig, model: SAM2Model) -> None:
-        self.config = config
-        self.data_dir = Path(config.data_dir).resolve()
-        for sub in ("uploads", "cache", "exports", "tmp"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        self._owner = DataDirLock(self.data_dir)
-        self.db = Database(self.data_dir / "masklet.db")
-        store.mark_interrupted_jobs(self.db)
-        self._clean_leftovers()
-        self.policy = PathPolicy(config.roots)
-        self.host = ModelHost(model, feature_cache_size=config.feature_cache_size,
-                              bfloat16=config.bfloat16)
-        self.hub = EventHub()
-        self.jobs: dict[int, TrackJob] = {}  # video id -> its running job
-        self._guard = threading.Lock()
-        self._video_locks: dict[int, threading.Lock] = {}
-        self._runtimes: OrderedDict[int, VideoRuntime | ImageRuntime] = OrderedDict()
-        self._readers: dict[int, FrameReader] = {}
+        super().__init__(config, model)
         self.prompts = PromptEditor(self)
         self.tracker = Tracker(self)
         self.exporter = Exporter(self)
-
-    def _clean_leftovers(self) -> None:
-        """Drop temporary uploads and upload folders whose insert never committed."""
-        shutil.rmtree(self.data_dir / "tmp", ignore_errors=True)
-        (self.data_dir / "tmp").mkdir()
-        known = {str(r[0]) for r in self.db.query("SELECT id FROM videos")}
-        for folder in (self.data_dir / "uploads").iterdir():
-            if folder.name not in known:
-                shutil.rmtree(folder, ignore_errors=True)
-
-    def close(self) -> None:
-        """Stop tracking (finished frames are kept) and close files and the database."""
-        for job in list(self.jobs.values()):
-            job.cancel_and_wait(timeout=60.0)
-        with self._guard:
-            for reader in self._readers.values():
-                reader.close()
-            self._readers.clear()
-            self._runtimes.clear()
-        self.db.close()
-        self._owner.release()
-
-    # ------------------------------------------------------------------ locking
-    def video_row(self, video_id: int):
-        row = self.db.query_one("SELECT * FROM videos WHERE id = ?", (video_id,))
-        if row is None:
-            raise not_found(f"no video with id {video_id}")
-        return row
-
-    @contextmanager
-    def locked(self, video_id: int, expected_version: int | None = None, *,
-               during_tracking: bool = False) -> Iterator:
-        """Hold the video's lock; yields its row after the version and tracking checks."""
-        self.video_row(video_id)
-        with self._guard:
-            lock = self._video_locks.setdefault(video_id, threading.Lock())
-        if not lock.acquire(timeout=LOCK_TIMEOUT_S):
-            raise conflict("the video is busy; try again")
-        try:
-            row = self.video_row(video_id)
-            if video_id in self.jobs and not during_tracking:
-                raise conflict("tracking in progress; cancel it first", version=row["version"])
-            if expected_version is not None and expected_version != row["version"]:
-                raise conflict(f"stale version: expected {expected_version}, the video is at "
-                               f"{row['version']}; reload", version=row["version"])
-            yield row
-        finally:
-            lock.release()
-
-    def changed(self, video_id: int, version: int, what: str) -> None:
-        self.hub.publish(video_id, "changed", {"version": version, "what": what})
-
-    def register_job(self, job: TrackJob) -> None:
-        with self._guard:
-            self.jobs[job.video_id] = job
-
-    def unregister_job(self, job: TrackJob) -> None:
-        with self._guard:
-            if self.jobs.get(job.video_id) is job:
-                del self.jobs[job.video_id]
-
-    # ----------------------------------------------------------------- runtimes
-    def media(self, video_id: int) -> Media:
-        return store.media_of(self.video_row(video_id))
-
-    def reader(self, video_id: int) -> FrameReader:
-        with self._guard:
-            reader = self._readers.get(video_id)
-        if reader is None:
-            media = self.media(video_id)
-            with self._guard:
-                reader = self._readers.setdefault(
-                    video_id, FrameReader(media, self.data_dir / "cache" / str(video_id)))
-        return reader
-
-    def runtime(self, video_id: int) -> VideoRuntime | ImageRuntime:
-        """The video's model state, rebuilt from its stored prompts when not in memory.
-
-        Call with the video's lock held. The least recently used runtimes beyond
-        `max_open_videos` are forgotten (never one that is tracking).
-        """
-        with self._guard:
-            rt = self._runtimes.get(video_id)
-            if rt is not None:
-                self._runtimes.move_to_end(video_id)
-                return rt
-        media = self.media(video_id)
-        if media.kind == "video":
-            rt = VideoRuntime(self.host, media)
-        else:
-            rt = ImageRuntime(self.host, media, self.reader(video_id),
-                              cache_size=self.config.feature_cache_size)
-        try:
-            rt.build(store.active_actions(self.db, video_id))
-        except (VideoReadError, OSError) as err:
-            raise AppError(410, f"the video's frames cannot be read any more: {err}") from err
-        with self._guard:
-            self._runtimes[video_id] = rt
-            idle = [v for v in self._runtimes if v != video_id and v not in self.jobs]
-            for old in idle[: max(0, len(self._runtimes) - self.config.max_open_videos)]:
-                del self._runtimes[old]
-        return rt
-
-    def drop_runtime(self, video_id: int) -> None:
-        """Forget the model state (it is rebuilt from the database on next use)."""
-        with self._guard:
-            self._runtimes.pop(video_id, None)
 
     # ------------------------------------------------------------------- videos
     def summary(self, row) -> dict:
@@ -231,7 +78,9 @@ class AnnotationService:
         """Store a decoded upload under uploads/<id>/; `tmp` is consumed either way."""
         folder = None
         try:
-            media, suffix = probe_upload(tmp)
+            # Errors name the file as the user chose it, never by the server's tmp path.
+            label = Path(filename.replace("\\", "/")).name[:120] or "the upload"
+            media, suffix = probe_upload(tmp, label)
             stem = Path(filename or "upload").stem or "upload"
             with self.db.transaction() as conn:
                 video_id = store.insert_video(conn, name or stem, "upload", media)
@@ -262,10 +111,7 @@ class AnnotationService:
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM videos WHERE id = ?", (video_id,))
             self.drop_runtime(video_id)
-            with self._guard:
-                reader = self._readers.pop(video_id, None)
-            if reader is not None:
-                reader.close()
+            self.drop_reader(video_id)
             for sub in ("cache", "exports") + (("uploads",) if row["source"] == "upload" else ()):
                 shutil.rmtree(self.data_dir / sub / str(video_id), ignore_errors=True)
         self.hub.forget(video_id)

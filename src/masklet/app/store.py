@@ -109,6 +109,12 @@ def objects(db: Database, video_id: int) -> list[dict]:
 
 
 def touch_object_prompts(conn: sqlite3.Connection, video_id: int, obj: int, version: int) -> None:
+    """Record that `obj`'s prompts changed at `version` (its tracked masks turn stale),
+    unless they are back to exactly those the latest tracking job used: then the
+    prompt version of that time comes back and those masks are current again."""
+    tracked = tracked_prompts(conn, video_id).get(obj)
+    if tracked is not None and tracked[1] == prompt_ids(conn, video_id, obj).get(obj, []):
+        version = tracked[0]
     conn.execute("UPDATE objects SET prompt_version = ? WHERE video_id = ? AND id = ?",
                  (version, video_id, obj))
 
@@ -154,6 +160,32 @@ def prompts_by_key(db: Database, video_id: int, *, obj: int | None = None,
         by_key.setdefault((action.frame, action.obj), []).append(action)
     out = {key: effective_prompts(actions) for key, actions in sorted(by_key.items())}
     return {key: prompts for key, prompts in out.items() if prompts}
+
+
+def prompt_ids(db_or_conn, video_id: int, obj: int | None = None) -> dict[int, list[int]]:
+    """object -> ids of its effective prompts (all frames, sorted), for objects with any.
+
+    Action ids are never reused and undo / redo keep them, so equal ids mean equal prompts.
+    """
+    by_key: dict[tuple[int, int], list[Action]] = {}
+    for action in active_actions(db_or_conn, video_id, obj=obj):
+        by_key.setdefault((action.frame, action.obj), []).append(action)
+    out: dict[int, list[int]] = {}
+    for (_, o), actions in by_key.items():
+        out.setdefault(o, []).extend(a.id for a in effective_prompts(actions))
+    return {o: sorted(ids) for o, ids in out.items() if ids}
+
+
+def put_action_mask(conn: sqlite3.Connection, action_id: int, rle: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO action_masks VALUES (?, ?)", (action_id, rle))
+
+
+def action_mask(db_or_conn, action_id: int) -> str | None:
+    """The RLE counts of the prompt mask right after `action_id` (None if not recorded)."""
+    conn = db_or_conn.conn if isinstance(db_or_conn, Database) else db_or_conn
+    row = conn.execute("SELECT rle FROM action_masks WHERE action_id = ?",
+                       (action_id,)).fetchone()
+    return None if row is None else row[0]
 
 
 def undo_redo_flags(db: Database, video_id: int) -> tuple[bool, bool]:
@@ -204,12 +236,43 @@ def job_json(row: sqlite3.Row | None) -> dict | None:
         return None
     keys = ("id", "state", "direction", "done", "total", "frame", "error", "started_at",
             "finished_at")
-    return {k: row[k] for k in keys}
+    out = {k: row[k] for k in keys}
+    out["resumed"] = (row["resumed"] if "resumed" in row.keys() else None) or 0
+    out["motion"] = bool(row["motion"]) if "motion" in row.keys() else False
+    return out
 
 
 def latest_job(db: Database, video_id: int) -> dict | None:
-    return job_json(db.query_one("SELECT * FROM jobs WHERE video_id = ? ORDER BY id DESC LIMIT 1",
-                                 (video_id,)))
+    return job_json(latest_job_plan(db, video_id))
+
+
+def insert_job_plan(conn: sqlite3.Connection, job_id: int, start: int, max_frames: int | None,
+                    prompts: dict[int, tuple[int, list[int]]], resumed: int = 0,
+                    motion: bool = False) -> None:
+    conn.execute("INSERT INTO job_plans (job_id, start, max_frames, prompts, resumed, motion) "
+                 "VALUES (?, ?, ?, ?, ?, ?)",
+                 (job_id, start, max_frames, json.dumps({str(o): p for o, p in prompts.items()}),
+                  resumed, int(motion)))
+
+
+def latest_job_plan(db_or_conn, video_id: int) -> sqlite3.Row | None:
+    """The newest job of a video with its plan (start, max_frames, prompts, motion), or
+    None."""
+    conn = db_or_conn.conn if isinstance(db_or_conn, Database) else db_or_conn
+    return conn.execute(
+        "SELECT j.*, p.start, p.max_frames, p.prompts, p.resumed, p.motion FROM jobs j "
+        "LEFT JOIN job_plans p "
+        "ON p.job_id = j.id WHERE j.video_id = ? ORDER BY j.id DESC LIMIT 1",
+        (video_id,)).fetchone()
+
+
+def tracked_prompts(db_or_conn, video_id: int) -> dict[int, tuple[int, list[int]]]:
+    """object -> (prompt_version, effective prompt ids) when the latest job started ({}
+    when the video was never tracked)."""
+    row = latest_job_plan(db_or_conn, video_id)
+    if row is None or row["prompts"] is None:
+        return {}
+    return {int(o): (int(v), list(ids)) for o, (v, ids) in json.loads(row["prompts"]).items()}
 
 
 def mark_interrupted_jobs(db: Database) -> None:

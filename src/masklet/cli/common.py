@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from pathlib import Path
 
 import click
 import torch
 
-from masklet.checkpoint import CheckpointError, closest_preset, read_state_dict
+from masklet.checkpoint import CheckpointError
 
 # Errors that mean "the user's input is wrong": reported in one line, exit status 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -24,6 +25,12 @@ class CliError(click.ClickException):
 
     def show(self, file=None) -> None:
         click.echo(f"masklet: error: {self.format_message()}", err=True)
+
+
+class CliFailure(CliError):
+    """A one-line message and exit status 1: the input was fine but the work failed."""
+
+    exit_code = 1
 
 
 def one_line(exc: BaseException) -> str:
@@ -42,6 +49,10 @@ def user_errors(fn):
             raise
         except USER_ERRORS as exc:
             raise CliError(one_line(exc)) from exc
+        except OSError as exc:  # a folder in the way, permissions, a full disk, ...
+            from masklet.cli.checks import describe_os_error
+
+            raise CliFailure(describe_os_error(exc)) from exc
         except KeyboardInterrupt:
             click.echo("masklet: interrupted; no partial output was kept", err=True)
             sys.exit(130)
@@ -50,14 +61,18 @@ def user_errors(fn):
 
 
 def model_options(fn):
-    """--model / --checkpoint / --device / --dtype."""
+    """--model / --checkpoint / --random-weights / --device / --dtype."""
     options = [
         click.option("--model", "preset", default=None, metavar="PRESET",
-                     help="Model preset (see `masklet info`). Default: the checkpoint's own "
-                          "preset, or the bundled nano demo model when no checkpoint is given."),
+                     help="Model preset or alias, e.g. sam2.1_hiera_tiny or tiny (see "
+                          "`masklet info`). Default: the checkpoint's own preset, or the "
+                          "bundled nano demo model when no checkpoint is given."),
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
                      default=None, help="Official SAM 2 / 2.1 .pt file or a .safetensors file."),
-        click.option("--device", default="auto", show_default=True,
+        click.option("--random-weights", is_flag=True,
+                     help="Build --model with untrained random weights (no checkpoint): for "
+                          "speed tests; its masks mean nothing."),
+        click.option("--device", default="auto", show_default=True, callback=_device_callback,
                      help="cpu, cuda, cuda:N, mps or auto."),
         click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32",
                      show_default=True, help="Compute precision (bfloat16 uses autocast)."),
@@ -67,12 +82,19 @@ def model_options(fn):
     return fn
 
 
+def _device_callback(ctx, param, value):
+    from masklet.cli.checks import device_callback
+
+    return device_callback(ctx, param, value)
+
+
 def resolve_device(name: str) -> torch.device:
-    if name != "auto":
-        try:
-            return torch.device(name)
-        except RuntimeError as exc:
-            raise CliError(f"unknown device {name!r}: {exc}") from exc
+    """The device --device names (checked: one this machine has), or the best one for auto."""
+    from masklet.cli.checks import check_device
+
+    device = check_device(name)
+    if device is not None:
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -80,27 +102,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def load_model(preset: str | None, checkpoint: Path | None, device: str, quiet: bool = False):
+def load_model(preset: str | None, checkpoint: Path | None, device: str, quiet: bool = False,
+               random_weights: bool = False):
     """Build the model the options describe (bundled nano model by default)."""
-    from masklet.build import build_model
-    from masklet.bundled import bundled_checkpoint, bundled_preset
+    from masklet.build import MissingWeightsError, build_model
 
+    if random_weights and checkpoint is not None:
+        raise CliError("--random-weights and --checkpoint exclude each other")
+    if random_weights and preset is None:
+        raise CliError("--random-weights needs --model PRESET (see `masklet info`)")
     dev = resolve_device(device)
-    if checkpoint is None and preset is None:
-        path = bundled_checkpoint()
-        if not quiet:
-            click.echo("using the bundled nano demo model (small, for demonstration; pass "
-                       "--checkpoint for an official SAM 2 model)", err=True)
-        return build_model(bundled_preset(), checkpoint=path, device=dev)
-    if checkpoint is None:
-        raise CliError(f"--model {preset} needs --checkpoint (no weights can be downloaded)")
-    state = read_state_dict(checkpoint)
-    if preset is None:
-        preset, exact = closest_preset(state)
-        if not exact:
-            raise CliError(f"{checkpoint} fits no known preset exactly (closest: {preset}); "
-                           "pass --model")
-    return build_model(preset, checkpoint=state, device=dev)
+    try:
+        model = build_model(preset, checkpoint, random_weights=random_weights, device=dev)
+    except MissingWeightsError:
+        raise CliError(f"--model {preset} needs --checkpoint FILE (no weights are downloaded), "
+                       "or --random-weights for an untrained model") from None
+    if not quiet and random_weights:
+        click.echo(f"masklet: warning: {model.config.name} has random weights: its masks mean "
+                   "nothing", err=True)
+    elif not quiet and checkpoint is None:
+        click.echo("using the bundled nano demo model (small, for demonstration; pass "
+                   "--checkpoint for an official SAM 2 model)", err=True)
+    return model
 
 
 def autocast(device: torch.device, dtype: str):
@@ -118,6 +141,8 @@ def parse_floats(text: str, count: int, what: str) -> list[float]:
         values = [float(p) for p in parts]
     except ValueError:
         raise CliError(f"{what} {text!r} must be {count} comma-separated numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise CliError(f"{what} {text!r} must be finite numbers")
     if len(values) != count:
         raise CliError(f"{what} {text!r} must be {count} comma-separated numbers")
     return values
@@ -134,5 +159,10 @@ def parse_point(text: str) -> tuple[float, float, int]:
 
 def check_out_dir(path: Path, overwrite: bool) -> None:
     """Fail before any work when the output folder would be refused at the end."""
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not overwrite)):
+    if path.exists() and not path.is_dir():
+        raise CliError(f"output path {path} is a file, not a folder (give a folder name)")
+    if path.exists() and any(path.iterdir()) and not overwrite:
         raise CliError(f"output folder {path} exists and is not empty (use --overwrite)")
+    from masklet.cli.checks import check_creatable_dir
+
+    check_creatable_dir(path, "output folder")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from masklet.cli.checks import check_image_path
 from masklet.cli.common import (
     CliError,
     autocast,
@@ -27,13 +28,14 @@ from masklet.cli.common import (
 @click.option("--multimask/--single-mask", default=None,
               help="Three candidate masks (default for a single click) or one.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              metavar="OUT",
               help="Output folder (created; must not exist or be empty).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @user_errors
-def image_cmd(image, points, box, multimask, out_dir, overwrite, preset, checkpoint, device,
-              dtype, quiet):
+def image_cmd(image, points, box, multimask, out_dir, overwrite, preset, checkpoint,
+              random_weights, device, dtype, quiet):
     """Segment the object at the given clicks / box of IMAGE.
 
     Writes mask.png (palette PNG; with --multimask mask_0.png .. mask_2.png, best first),
@@ -47,9 +49,10 @@ def image_cmd(image, points, box, multimask, out_dir, overwrite, preset, checkpo
 
     if not points and box is None:
         raise CliError("give at least one --point or a --box")
+    check_image_path(image)
     check_out_dir(out_dir, overwrite)
     rgb = load_image(image)
-    model = load_model(preset, checkpoint, device, quiet)
+    model = load_model(preset, checkpoint, device, quiet, random_weights)
     predictor = ImagePredictor(model)
     coords = labels = None
     if points:

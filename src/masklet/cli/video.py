@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import click
 import numpy as np
 
+from masklet.cli.checks import FiniteRange
 from masklet.cli.common import (
     CliError,
     autocast,
@@ -17,6 +19,8 @@ from masklet.cli.common import (
 )
 from masklet.cli.prompts import VideoPrompt, parse_inline, read_prompt_file
 
+FOLDER_FPS = 24.0  # overlay frame rate for a folder of frames, which records none
+
 
 @click.command("video")
 @click.argument("video", type=click.Path(path_type=Path))
@@ -26,22 +30,28 @@ from masklet.cli.prompts import VideoPrompt, parse_inline, read_prompt_file
 @click.option("--prompts", "prompt_file", type=click.Path(path_type=Path), default=None,
               help='JSON list of {"frame", "obj", "points", "labels", "box", "mask"}.')
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              metavar="OUT",
               help="Output folder: <name>/NNNNN.png palette masks (DAVIS layout) and exports.")
 @click.option("--overlay/--no-overlay", default=True, show_default=True,
               help="Also write overlay.mp4.")
 @click.option("--coco/--no-coco", default=True, show_default=True,
               help="Also write masks_coco.json (COCO RLE per frame and track).")
-@click.option("--fps", type=float, default=24.0, show_default=True, help="Overlay video fps.")
+@click.option("--fps", type=FiniteRange(min=0, min_open=True), default=None,
+              help=f"Frame rate of overlay.mp4 (default: the video's own rate; "
+                   f"{FOLDER_FPS:g} for a folder of frames).")
 @click.option("--stream", is_flag=True,
               help="Stream the video in bounded memory (prompts on frame 0 only).")
+@click.option("--motion", is_flag=True,
+              help="Motion-aware tracking (SAMURAI): a Kalman filter on each object's box "
+                   "helps keep it among look-alikes; off: the official SAM 2 behaviour.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model first (about a minute; pays off on long videos).")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages.")
 @user_errors
-def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, overwrite,
-              compile_model, preset, checkpoint, device, dtype, quiet):
+def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, motion, overwrite,
+              compile_model, preset, checkpoint, random_weights, device, dtype, quiet):
     """Track objects through VIDEO (a video file or a folder of JPEG frames).
 
     Prompts go on any frames; tracking runs forwards from the earliest prompted frame and
@@ -57,28 +67,46 @@ def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, o
     check_out_dir(out_dir, overwrite)
     if stream and any(p.frame != 0 for p in prompts):
         raise CliError("--stream takes prompts on frame 0 only")
-    model = load_model(preset, checkpoint, device, quiet)
+    fps = overlay_fps(video, fps)
+    model = load_model(preset, checkpoint, device, quiet, random_weights)
     if compile_model:
         from masklet.modeling.compile import compile_for_inference
 
         compile_for_inference(model)
     if stream:
         with autocast(model.device, dtype):
-            state, labels = _stream(model, video, prompts, quiet)
-        name = Path(video).stem if Path(video).is_file() else Path(video).name
-        _write_outputs(out_dir, overwrite, name, state, labels, overlay, coco, fps, quiet)
-        return
-    predictor = VideoPredictor(model, progress=not quiet)
-    with autocast(model.device, dtype):
-        state = predictor.init_state(str(video))
-        for p in prompts:
-            _apply(predictor, state, p)
-        labels = _track(predictor, state)
+            state, labels = _stream(model, video, prompts, quiet, motion)
+        objects = len({p.obj_id for p in prompts})
+    else:
+        predictor = VideoPredictor(model, progress=not quiet, motion=motion)
+        with autocast(model.device, dtype):
+            state = predictor.init_state(str(video))
+            for p in prompts:
+                _apply(predictor, state, p)
+            labels = _track(predictor, state)
+        objects = len(state.obj_ids)
     name = Path(video).stem if Path(video).is_file() else Path(video).name
     _write_outputs(out_dir, overwrite, name, state, labels, overlay, coco, fps, quiet)
     if not quiet:
-        click.echo(f"tracked {len(state.obj_ids)} object(s) over {len(labels)} frames; "
-                   f"wrote {out_dir}/")
+        click.echo(f"tracked {objects} object(s) over {len(labels)} frames; wrote {out_dir}/")
+
+
+def overlay_fps(video: Path, fps: float | None) -> float | Fraction:
+    """`fps` if given, else the video file's frame rate (29.97 stays 30000/1001), else
+    `FOLDER_FPS` for a folder of frames or a file whose rate is unknown."""
+    if fps is not None:
+        return fps
+    if Path(video).is_file():
+        import av
+
+        try:
+            with av.open(str(video)) as container:
+                rate = container.streams.video[0].average_rate
+        except (av.FFmpegError, IndexError):
+            rate = None  # the reader reports an unreadable video itself
+        if rate is not None and rate > 0:
+            return Fraction(rate)
+    return FOLDER_FPS
 
 
 def _apply(predictor, state, p: VideoPrompt) -> None:
@@ -96,7 +124,7 @@ def _apply(predictor, state, p: VideoPrompt) -> None:
         labels=p.labels or None, box=p.box, clear_old_points=False if not p.box else True)
 
 
-def _stream(model, video, prompts: list[VideoPrompt], quiet: bool):
+def _stream(model, video, prompts: list[VideoPrompt], quiet: bool, motion: bool = False):
     """Track with the streaming tracker; returns (the frame source holder, label maps)."""
     from tqdm.auto import tqdm
 
@@ -105,7 +133,7 @@ def _stream(model, video, prompts: list[VideoPrompt], quiet: bool):
     from masklet.tracking.streaming import StreamingTracker
 
     source = open_frames(str(video))
-    session = StreamingTracker(model).start(source)
+    session = StreamingTracker(model, motion=motion).start(source)
     for p in prompts:
         if p.mask is not None:
             raise CliError("--stream takes click and box prompts")

@@ -60,6 +60,9 @@ class PendingFile:
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            # Checked first: os.replace would fail only at commit, naming the temp file.
+            raise IsADirectoryError(f"cannot write the file {self.path}: it is a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
             prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}", dir=self.path.parent

@@ -31,6 +31,8 @@ def load_image(image) -> np.ndarray:
 
 
 def _read_file(path: Path) -> np.ndarray:
+    if path.is_dir():
+        raise ImageReadError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise ImageReadError(f"image file not found: {path}")
     try:

@@ -98,10 +98,21 @@ def _onednn_activation(act) -> tuple[str, str] | None:
 _FUSED_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
+def _fused_dtypes() -> frozenset[torch.dtype]:
+    """Dtypes oneDNN's fused linear takes on this CPU: bf16 only where the CPU has native
+    bf16 (AVX-512 BF16 / AMX); elsewhere oneDNN has no bf16 kernel and refuses the call."""
+    bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return frozenset({torch.float32, *([torch.bfloat16] if bf16 is not None and bf16() else [])})
+
+
+_FUSED_DTYPES = _fused_dtypes()
+
+
 def _fusable(x: torch.Tensor, layer: nn.Linear) -> bool:
     return (
         _FUSED_LINEAR is not None
         and x.device.type == "cpu"
+        and x.dtype in _FUSED_DTYPES
         and x.dtype == layer.weight.dtype
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")

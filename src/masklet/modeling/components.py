@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from masklet.config import ModelConfig
+from masklet.config import ModelConfig, RepViTConfig
 from masklet.modeling.hiera import Hiera
 from masklet.modeling.image_encoder import FpnNeck, ImageEncoder
 from masklet.modeling.mask_decoder import MaskDecoder
@@ -15,15 +15,22 @@ from masklet.modeling.memory_encoder import (
     MaskDownSampler,
     MemoryEncoder,
 )
+from masklet.modeling.perceiver import SpatialPerceiver
 from masklet.modeling.position_encoding import PositionEmbeddingSine
 from masklet.modeling.prompt_encoder import PromptEncoder
+from masklet.modeling.repvit import RepViT
 from masklet.modeling.rope import RoPEAttention
+from masklet.modeling.split_rope import SplitGridRoPEAttention
 from masklet.modeling.transformer import TwoWayTransformer
 
 
-def build_image_encoder(c: ModelConfig) -> ImageEncoder:
+def build_trunk(c: ModelConfig) -> nn.Module:
+    """The configured trunk: Hiera (SAM 2) or RepViT (EdgeTAM)."""
     t = c.trunk
-    trunk = Hiera(
+    if isinstance(t, RepViTConfig):
+        return RepViT(embed_dim=t.embed_dim, depth=t.depth, mlp_ratio=t.mlp_ratio,
+                      kernel_size=t.kernel_size)
+    return Hiera(
         embed_dim=t.embed_dim,
         num_heads=t.num_heads,
         stages=t.stages,
@@ -33,6 +40,11 @@ def build_image_encoder(c: ModelConfig) -> ImageEncoder:
         q_pool=t.q_pool,
         drop_path_rate=t.drop_path_rate,
     )
+
+
+def build_image_encoder(c: ModelConfig) -> ImageEncoder:
+    t = c.trunk
+    trunk = build_trunk(c)
     neck = FpnNeck(
         position_encoding=PositionEmbeddingSine(num_pos_feats=c.d_model),
         d_model=c.d_model,
@@ -57,11 +69,30 @@ def _rope_attention(c: ModelConfig, *, kv_in_dim: int | None, k_repeat: bool) ->
     )
 
 
+def _memory_cross_attention(c: ModelConfig) -> RoPEAttention:
+    """Cross-attention to memories: one rotary grid for both sides (SAM 2), or, when a
+    perceiver compresses memories (EdgeTAM), the frame grid for queries and the
+    perceiver's 2D latent grid for keys."""
+    if c.perceiver is None:
+        return _rope_attention(c, kv_in_dim=c.memory.mem_dim, k_repeat=True)
+    m, side = c.memory, c.perceiver.grid_side
+    return SplitGridRoPEAttention(
+        k_sizes=(side, side),
+        k_tokens_per_frame=c.perceiver.tokens_per_frame,
+        embedding_dim=c.d_model,
+        num_heads=1,
+        dropout=m.attention_dropout,
+        kv_in_dim=m.mem_dim,
+        rope_theta=m.rope_theta,
+        feat_sizes=(c.feat_size, c.feat_size),
+    )
+
+
 def build_memory_attention(c: ModelConfig) -> MemoryAttention:
     m = c.memory
     layer = MemoryAttentionLayer(
         activation="relu",
-        cross_attention=_rope_attention(c, kv_in_dim=m.mem_dim, k_repeat=True),
+        cross_attention=_memory_cross_attention(c),
         d_model=c.d_model,
         dim_feedforward=m.attention_ffn_dim,
         dropout=m.attention_dropout,
@@ -89,6 +120,18 @@ def build_memory_encoder(c: ModelConfig) -> MemoryEncoder:
         fuser=Fuser(layer=block, num_layers=m.fuser_layers),
         position_encoding=PositionEmbeddingSine(num_pos_feats=m.mem_dim),
         in_dim=c.d_model,
+    )
+
+
+def build_spatial_perceiver(c: ModelConfig) -> SpatialPerceiver | None:
+    """EdgeTAM's memory compressor, or None for SAM 2 models."""
+    p = c.perceiver
+    if p is None:
+        return None
+    return SpatialPerceiver(
+        dim=c.memory.mem_dim, depth=p.depth, num_latents=p.num_latents,
+        num_latents_2d=p.num_latents_2d, dim_head=p.dim_head, heads=p.heads,
+        ff_mult=p.ff_mult, use_self_attn=p.use_self_attn,
     )
 
 

@@ -259,7 +259,13 @@ class MaskDecoder(nn.Module):
             dim=1,
         )
         b, c, h, w = upscaled.shape
-        return (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        # The logits are thresholded at 0 (the mask) and +-0.05 (stability scores): under
+        # bf16 autocast this last product (32 deep, a tiny share of the FLOPs) runs in
+        # float32 and returns float32 logits, not ones rounded to bf16's 0.03-0.06 steps
+        # at |logit| ~ 10. In float32 it is the same product as ever.
+        with torch.autocast(upscaled.device.type, enabled=False):
+            logits = hyper_in.float() @ upscaled.float().reshape(b, c, h * w)
+        return logits.reshape(b, -1, h, w)
 
     def _stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
         """IoU of the masks thresholded at +delta and -delta: [B, M, H, W] -> [B, M]."""

@@ -38,7 +38,10 @@ class PositionEmbeddingRandom(nn.Module):
     def _encode(self, unit_coords: torch.Tensor) -> torch.Tensor:
         """unit_coords: [..., 2] float32 (x, y) in [0, 1] -> [..., 2 * num_pos_feats]."""
         gaussian = self.positional_encoding_gaussian_matrix
-        angles = (2 * unit_coords - 1) @ gaussian.float()
+        # Out of autocast: under bf16 autocast the product (and so the angles, of tens of
+        # radians once scaled by 2 pi) would be rounded by up to ~0.1 rad.
+        with torch.autocast(unit_coords.device.type, enabled=False):
+            angles = (2 * unit_coords.float() - 1) @ gaussian.float()
         angles = 2 * math.pi * angles
         return torch.cat([angles.sin(), angles.cos()], dim=-1).to(gaussian.dtype)
 

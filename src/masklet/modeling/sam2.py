@@ -23,6 +23,7 @@ from masklet.modeling.components import (
     build_memory_attention,
     build_memory_encoder,
     build_prompt_encoder,
+    build_spatial_perceiver,
 )
 
 # Logit given to every pixel of an object judged absent (the official NO_OBJ_SCORE).
@@ -96,6 +97,8 @@ class SAM2Model(nn.Module):
         self.memory_encoder = build_memory_encoder(c)
         self.sam_prompt_encoder = build_prompt_encoder(c)
         self.sam_mask_decoder = build_mask_decoder(c)
+        # EdgeTAM: compresses each new memory; None for SAM 2 (config.perceiver).
+        self.spatial_perceiver = build_spatial_perceiver(c)
         self._init_memory_parameters(c)
         self._init_pointer_parameters(c)
 

@@ -17,8 +17,10 @@ from masklet.io import open_frames
 from masklet.modeling.sam2 import NO_OBJ_SCORE, SAM2Model
 from masklet.predictor.prompts import PromptError, mask_prompt, point_prompt
 from masklet.tracking.batched import track_objects
+from masklet.tracking.motion import FRESH, MotionConfig, prompt_prior, resolve_motion
 from masklet.tracking.precision import check_precision, in_precision, inference_context
 from masklet.tracking.session import VideoSession
+from masklet.tracking.signals import FrameSignals, signals_of
 from masklet.tracking.state import FrameOutput, ObjectState, PointPrompt
 from masklet.tracking.step import memory_of_prompted, non_overlapping, track_frame
 
@@ -38,6 +40,8 @@ class VideoPredictor:
         progress: show a progress bar while propagating.
         precision: "fp32" (the official model's numbers) or "bf16" (autocast; see
             `masklet.tracking.precision`).
+        motion: motion-aware tracking (SAMURAI): True for its published defaults, or a
+            `MotionConfig`; None / False (default) tracks exactly as the official SAM 2.
     """
 
     def __init__(
@@ -50,9 +54,11 @@ class VideoPredictor:
         add_all_frames_to_correct_as_cond: bool = False,
         progress: bool = True,
         precision: str = "fp32",
+        motion: MotionConfig | bool | None = None,
     ) -> None:
         self.model = model
         self.precision = check_precision(precision, model.device)
+        self.motion = resolve_motion(motion)
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
@@ -143,19 +149,20 @@ class VideoPredictor:
             if prev is not None:
                 prev_logits = prev.pred_masks.to(state.device).clamp(-32.0, 32.0)
         out = self._run_frame(state, obj, frame_idx, is_init, points, mask, reverse,
-                              run_mem_encoder=False, prev_logits=prev_logits)
+                              run_mem_encoder=False, prev_logits=prev_logits,
+                              prior=prompt_prior(obj.current_output(frame_idx, is_cond)))
         (obj.pending_cond if is_cond else obj.pending_non_cond)[frame_idx] = out
         return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
 
     # ------------------------------------------------------------- inference
     def _run_frame(self, state, obj, frame_idx, is_init, points, mask, reverse,
-                   run_mem_encoder, prev_logits=None) -> FrameOutput:
+                   run_mem_encoder, prev_logits=None, prior=FRESH) -> FrameOutput:
         """Track one object on one frame; the output's pred_masks are what is shown."""
         feats = state.frame_features(self.model, frame_idx)
         return track_frame(self.model, feats, frame_idx, is_init, points, mask,
                            obj.cond_outputs, obj.non_cond_outputs, state.num_frames, reverse,
                            run_mem_encoder=run_mem_encoder, fill_hole_area=self.fill_hole_area,
-                           prev_mask_logits=prev_logits)
+                           prev_mask_logits=prev_logits, motion=self.motion, motion_prior=prior)
 
     def _commit_pending(self, state: VideoSession) -> None:
         """Encode memories of prompted frames and move them into the memory bank."""
@@ -214,7 +221,8 @@ class VideoPredictor:
         if to_track:
             feats = state.frame_features(self.model, frame_idx)
             outs = track_objects(self.model, feats, frame_idx, to_track, state.num_frames,
-                                 reverse, fill_hole_area=self.fill_hole_area)
+                                 reverse, fill_hole_area=self.fill_hole_area,
+                                 motion=self.motion)
             for obj, out in zip(to_track, outs):
                 obj.non_cond_outputs[frame_idx] = out
         logits = []
@@ -277,6 +285,17 @@ class VideoPredictor:
         return state.obj_ids, updated
 
     # ---------------------------------------------------------------- output
+    def frame_signals(self, state: VideoSession, frame_idx: int) -> dict[int, FrameSignals]:
+        """Each object's per-frame signals (object score, predicted IoU, motion score) on a
+        frame, from its newest output there; objects without one are left out."""
+        frame_idx = state.check_frame(frame_idx)
+        found = {}
+        for obj_id, obj in state.objects.items():
+            out = obj.current_output(frame_idx, frame_idx in obj.pending_cond)
+            if out is not None:
+                found[obj_id] = signals_of(out)
+        return found
+
     def _consolidated(self, state: VideoSession, frame_idx: int, is_cond: bool) -> torch.Tensor:
         """Every object's newest mask on a frame, [num_objects, 1, H, W] at video resolution."""
         hw = (state.video_height, state.video_width)

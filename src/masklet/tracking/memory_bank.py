@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from masklet.modeling.position_encoding import sine_pe_1d
+from masklet.tracking.motion import MotionConfig
+from masklet.tracking.motion_memory import motion_memory_frames
 from masklet.tracking.state import FrameOutput
 
 Outputs = Mapping[int, FrameOutput]
@@ -74,23 +76,30 @@ def recent_frame_indices(frame_idx: int, num_maskmem: int, stride: int, reverse:
     return pairs
 
 
-def _spatial_memories(model, frame_idx, cond_sel, unselected, non_cond, reverse, device):
-    c = model.config
-    stride = 1 if model.training else c.memory_temporal_stride_for_eval
+def _spatial_memories(model, frame_idx, cond_sel, unselected, non_cond, reverse, device,
+                      recent):
     entries = [(0, out) for out in cond_sel.values()]
-    for t_pos, prev in recent_frame_indices(frame_idx, model.num_maskmem, stride, reverse):
+    for t_pos, prev in recent:
         out = non_cond.get(prev) or unselected.get(prev)
         entries.append((t_pos, out))
     feats, pos = [], []
-    pos_enc = model.maskmem_pos_enc(device)  # [1, mem_dim, H, W], same for every frame
+    pos_enc = memory_token_positions(model, device)  # [N, 1, mem_dim], same for every frame
     for t_pos, out in entries:
         if out is None or out.maskmem_features is None:
             continue
         f = out.maskmem_features.to(device)
-        feats.append(f.flatten(2).permute(2, 0, 1))
-        p = pos_enc.expand(f.shape[0], -1, -1, -1).flatten(2).permute(2, 0, 1)
+        # A map [B, mem_dim, H, W], or perceiver latents [B, N, mem_dim] (EdgeTAM).
+        feats.append(f.flatten(2).permute(2, 0, 1) if f.dim() == 4 else f.transpose(0, 1))
+        p = pos_enc.expand(-1, f.shape[0], -1)
         pos.append(p + model.maskmem_tpos_enc[model.num_maskmem - t_pos - 1])
     return feats, pos
+
+
+def memory_token_positions(model, device: torch.device) -> torch.Tensor:
+    """[N, 1, mem_dim] position encodings of one stored memory's N tokens."""
+    if model.spatial_perceiver is not None:
+        return model.spatial_perceiver.token_positions(device, model.dtype).unsqueeze(1)
+    return model.maskmem_pos_enc(device).flatten(2).permute(2, 0, 1)
 
 
 def _pointer_entries(model, frame_idx, cond_sel, unselected, non_cond, num_frames, reverse):
@@ -148,18 +157,27 @@ def gather_memory(
     reverse: bool,
     batch: int,
     device: torch.device,
+    motion: MotionConfig | None = None,
 ) -> MemoryInputs:
     """Assemble the memory a non-initial frame attends to (spatial memories + pointers).
 
     Args:
         cond / non_cond: the object's prompted / tracked outputs by frame index.
         num_frames: video length (None for a live stream of unknown length).
+        motion: motion-aware tracking's options: tracked memories are then chosen by
+            `motion_memory_frames` (SAMURAI) instead of by recency.
     """
     if not cond:
         raise RuntimeError("tracking needs at least one prompted frame in memory")
     cond_sel, unselected = select_cond_frames(frame_idx, cond, model.config.max_cond_frames_in_attn)
+    if motion is None:
+        stride = 1 if model.training else model.config.memory_temporal_stride_for_eval
+        recent = recent_frame_indices(frame_idx, model.num_maskmem, stride, reverse)
+    else:
+        recent = motion_memory_frames(frame_idx, non_cond, motion, model.num_maskmem, reverse,
+                                      num_frames)
     feats, pos = _spatial_memories(model, frame_idx, cond_sel, unselected, non_cond, reverse,
-                                   device)
+                                   device, recent)
     num_ptr_tokens = 0
     if model.config.use_obj_ptrs_in_encoder:
         entries, max_ptrs = _pointer_entries(model, frame_idx, cond_sel, unselected, non_cond,

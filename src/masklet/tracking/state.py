@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from masklet.tracking.motion import MotionState
+
 
 @dataclass
 class PointPrompt:
@@ -38,12 +40,22 @@ class FrameOutput:
         object_score_logits: [1, 1] presence logit.
         maskmem_features: [1, mem_dim, H, W] memory (bf16, as the official code stores
             it), or None until the memory encoder has run on this output.
+        iou_score: [1] predicted IoU of the chosen mask (None where not recorded).
+        motion_score: IoU of the chosen mask's box with the motion filter's predicted box
+            (motion-aware tracking, once the filter scores masks; else None).
+        motion: the object's motion filter after this frame (motion-aware tracking only).
+        candidate: which of the decoder's candidate masks was chosen (motion-aware
+            tracking only; 0 when it gave one mask).
     """
 
     pred_masks: torch.Tensor
     obj_ptr: torch.Tensor
     object_score_logits: torch.Tensor
     maskmem_features: torch.Tensor | None = None
+    iou_score: torch.Tensor | None = None
+    motion_score: float | None = None
+    motion: MotionState | None = None
+    candidate: int | None = None
 
     @property
     def has_memory(self) -> bool:

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from masklet.modeling.sam2 import ImageFeatures, SAM2Model, SamHeadOutput
 from masklet.postprocess import fill_holes
 from masklet.tracking.memory_bank import MemoryInputs, Outputs, gather_memory
+from masklet.tracking.motion import FRESH, MotionChoice, MotionConfig, MotionState
+from masklet.tracking.motion_heads import decode_heads, mask_as_output
 from masklet.tracking.state import FrameOutput, PointPrompt
 
 # Stored memories are kept in bf16, as in the official predictor; matching it keeps
@@ -31,8 +33,11 @@ def condition_on_memory(
     non_cond: Outputs,
     num_frames: int | None,
     reverse: bool,
+    motion: MotionConfig | None = None,
 ) -> torch.Tensor:
-    """The frame's lowest-resolution features fused with the object's memory: [B, C, H, W]."""
+    """The frame's lowest-resolution features fused with the object's memory: [B, C, H, W].
+
+    ``motion``: motion-aware tracking's options (they choose the tracked memories)."""
     b, c = feats.image_embed.shape[:2]
     if model.num_maskmem == 0:
         return feats.image_embed
@@ -44,7 +49,7 @@ def condition_on_memory(
                            model.no_mem_pos_enc.expand(1, b, model.mem_dim), 0)
     else:
         mem = gather_memory(model, frame_idx, cond, non_cond, num_frames, reverse, b,
-                            feats.image_embed.device)
+                            feats.image_embed.device, motion)
     return attend_memory(model, feats, mem)
 
 
@@ -108,7 +113,8 @@ def encode_memory(
     *,
     dtype: torch.dtype | None = MEMORY_DTYPE,
 ) -> torch.Tensor:
-    """A new memory from a frame's features and mask logits [B, 1, S, S] -> [B, mem, H, W].
+    """A new memory from a frame's features and mask logits [B, 1, S, S] -> [B, mem, H, W]
+    (or [B, tokens, mem] latents when the model has a spatial perceiver).
 
     ``dtype``: storage dtype of the memory (bf16 for inference parity); training passes
     None to keep the computed dtype, so gradients through memories are not rounded.
@@ -127,6 +133,9 @@ def encode_memory(
     if model.no_obj_embed_spatial is not None:
         absent = 1.0 - (object_score_logits > 0).float()  # [B, 1]
         features = features + absent[..., None, None] * model.no_obj_embed_spatial[..., None, None]
+    if model.spatial_perceiver is not None:
+        # EdgeTAM keeps [B, tokens, mem_dim] latents instead of the map (see perceiver.py).
+        features, _ = model.spatial_perceiver(features, out.vision_pos_enc[0])
     return features if dtype is None else features.to(dtype)
 
 
@@ -157,11 +166,24 @@ def track_frame(
     run_mem_encoder: bool,
     fill_hole_area: int,
     prev_mask_logits: torch.Tensor | None = None,
+    motion: MotionConfig | None = None,
+    motion_prior: MotionState = FRESH,
 ) -> FrameOutput:
     """`decode_frame`, then (optionally) its memory, and the shown low-res logits with small
-    holes filled: the per-object step shared by the offline and streaming predictors."""
-    sam = decode_frame(model, feats, frame_idx, is_init_cond_frame, points, mask_inputs, cond,
-                       non_cond, num_frames, reverse, prev_mask_logits)
+    holes filled: the per-object step shared by the offline and streaming predictors.
+
+    ``motion``: track motion-aware (SAMURAI), continuing the filter ``motion_prior``.
+    """
+    choice = None
+    if motion is None:
+        sam = decode_frame(model, feats, frame_idx, is_init_cond_frame, points, mask_inputs,
+                           cond, non_cond, num_frames, reverse, prev_mask_logits)
+        iou = sam.ious.max(dim=-1).values  # the decoder keeps its best-IoU candidate
+    else:
+        sam, choice = decode_frame_with_motion(
+            model, feats, frame_idx, is_init_cond_frame, points, mask_inputs, cond, non_cond,
+            num_frames, reverse, prev_mask_logits, motion, motion_prior)
+        iou = sam.ious[:, choice.index]
     memory = None
     if run_mem_encoder and model.num_maskmem > 0:
         # Encoded from the decoder's own mask, before hole filling (official order).
@@ -170,7 +192,47 @@ def track_frame(
     shown = sam.low_res_masks
     if fill_hole_area > 0:
         shown = fill_holes(shown, fill_hole_area, fill_value=HOLE_FILL_LOGIT)
-    return FrameOutput(shown, sam.obj_ptr, sam.object_score_logits, memory)
+    if choice is None:
+        return FrameOutput(shown, sam.obj_ptr, sam.object_score_logits, memory, iou)
+    return FrameOutput(shown, sam.obj_ptr, sam.object_score_logits, memory, iou,
+                       choice.motion_score, choice.state, choice.index)
+
+
+def decode_frame_with_motion(
+    model: SAM2Model,
+    feats: ImageFeatures,
+    frame_idx: int,
+    is_init_cond_frame: bool,
+    points: PointPrompt | None,
+    mask_inputs: torch.Tensor | None,
+    cond: Outputs,
+    non_cond: Outputs,
+    num_frames: int | None,
+    reverse: bool,
+    prev_mask_logits: torch.Tensor | None,
+    motion: MotionConfig,
+    prior: MotionState,
+) -> tuple[SamHeadOutput, MotionChoice]:
+    """`decode_frame` for one object under motion-aware tracking: memories chosen by
+    SAMURAI's rule, the candidate by its motion filter (``prior``: the filter so far).
+
+    A prompted decode (points or a mask) records its filter as direction-free (a pass
+    in either direction may continue it); a tracked one records the pass's direction.
+    """
+    high_res = feats.high_res_feats or None
+    if mask_inputs is not None and model.config.use_mask_input_as_output_without_sam:
+        out = mask_as_output(model, feats.image_embed, high_res, mask_inputs, motion)
+        return out, MotionChoice(0, None, prior)
+    direction = None if (points is not None or mask_inputs is not None) else reverse
+    pix = condition_on_memory(model, feats, frame_idx, is_init_cond_frame, cond, non_cond,
+                              num_frames, reverse, motion)
+    if prev_mask_logits is not None:
+        mask_inputs = prev_mask_logits
+    num_points = 0 if points is None else points.num_points
+    multimask = model.use_multimask(is_init_cond_frame, num_points)
+    pts = None if points is None else (points.coords, points.labels)
+    return decode_heads(model, pix, high_res, pts, mask_inputs, multimask, motion, prior,
+                        direction)
 
 
 def memory_of_prompted(model: SAM2Model, feats: ImageFeatures, out: FrameOutput) -> torch.Tensor:

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from masklet.modeling.sam2 import ImageFeatures, SAM2Model
 from masklet.tracking.batched import track_objects
 from masklet.tracking.memory_bank import recent_frame_indices
+from masklet.tracking.motion import MotionConfig, prompt_prior
+from masklet.tracking.motion_memory import frames_to_keep
 from masklet.tracking.state import FrameOutput, ObjectState
 from masklet.tracking.step import memory_of_prompted, track_frame
 from masklet.tracking.stream_prompts import QueuedPrompt
@@ -35,10 +37,12 @@ class StreamStepper:
         fill_hole_area: holes of at most this many low-res pixels are filled (0: off).
     """
 
-    def __init__(self, model: SAM2Model, num_frames: int | None, fill_hole_area: int) -> None:
+    def __init__(self, model: SAM2Model, num_frames: int | None, fill_hole_area: int,
+                 motion: MotionConfig | None = None) -> None:
         self.model = model
         self.num_frames = num_frames
         self.fill_hole_area = fill_hole_area
+        self.motion = motion
 
     @staticmethod
     def output_at(obj: ObjectState, frame_idx: int) -> FrameOutput:
@@ -53,7 +57,7 @@ class StreamStepper:
         if not objects:
             return
         outs = track_objects(self.model, feats, frame_idx, objects, self.num_frames, False,
-                             fill_hole_area=self.fill_hole_area)
+                             fill_hole_area=self.fill_hole_area, motion=self.motion)
         for obj, out in zip(objects, outs):
             obj.non_cond_outputs[frame_idx] = out
 
@@ -81,7 +85,8 @@ class StreamStepper:
         store[frame_idx] = track_frame(
             self.model, feats, frame_idx, is_init, points, prompt.mask, obj.cond_outputs,
             obj.non_cond_outputs, self.num_frames, False, run_mem_encoder=False,
-            fill_hole_area=self.fill_hole_area, prev_mask_logits=prev_logits)
+            fill_hole_area=self.fill_hole_area, prev_mask_logits=prev_logits,
+            motion=self.motion, motion_prior=prompt_prior(store.get(frame_idx)))
 
     def commit(self, objects: Iterable[ObjectState], frame_idx: int,
                feats: ImageFeatures | None) -> None:
@@ -96,11 +101,15 @@ class StreamStepper:
     def forget_before(self, objects: Iterable[ObjectState], frame_idx: int) -> None:
         """Drop the tracked outputs that neither ``frame_idx`` nor later frames read.
 
-        Outputs still read for their object pointer only lose their spatial memory.
+        Outputs still read for their object pointer only lose their spatial memory. With
+        the motion option, the reliable frames that later frames may still choose
+        (`motion_memory.frames_to_keep`) are kept whole, however old.
         """
         c = self.model.config
         recent = recent_frame_indices(frame_idx, self.model.num_maskmem,
                                       c.memory_temporal_stride_for_eval, False)
+        if self.motion is not None:  # chosen by reliability, not recency
+            recent = []
         memory_from = min((t for _, t in recent), default=frame_idx)
         pointer_from = memory_from
         if c.use_obj_ptrs_in_encoder:
@@ -109,7 +118,11 @@ class StreamStepper:
                 max_ptrs = min(self.num_frames, max_ptrs)
             pointer_from = min(memory_from, frame_idx - (max_ptrs - 1))
         for obj in objects:
-            for t in [t for t in obj.non_cond_outputs if t < memory_from]:
+            keep = set()
+            if self.motion is not None:
+                keep = frames_to_keep(frame_idx, obj.non_cond_outputs, self.motion,
+                                      self.model.num_maskmem, self.num_frames)
+            for t in [t for t in obj.non_cond_outputs if t < memory_from and t not in keep]:
                 if t < pointer_from:
                     del obj.non_cond_outputs[t]
                 else:

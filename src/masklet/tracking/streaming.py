@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from masklet.io import FrameIndexError, PreprocessedFrames, VideoInput, open_frames
 from masklet.modeling.sam2 import ImageFeatures, SAM2Model
 from masklet.predictor.prompts import mask_prompt, point_prompt
+from masklet.tracking.motion import MotionConfig, resolve_motion
 from masklet.tracking.precision import check_precision, in_precision, inference_context
 from masklet.tracking.session import UnknownObjectError
+from masklet.tracking.signals import FrameSignals, signals_of
 from masklet.tracking.sinks import MaskSink
 from masklet.tracking.state import ObjectState
 from masklet.tracking.step import non_overlapping
@@ -56,6 +58,8 @@ class StreamingTracker:
         prefetch: frames read and preprocessed ahead in a background thread (0: none).
         precision: "fp32" (the official model's numbers) or "bf16" (autocast; see
             `masklet.tracking.precision`).
+        motion: motion-aware tracking (SAMURAI, see `masklet.tracking.motion`): True for
+            its published defaults, or a `MotionConfig`; None / False (default) is off.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class StreamingTracker:
         non_overlap_masks: bool = False,
         prefetch: int = 2,
         precision: str = "fp32",
+        motion: MotionConfig | bool | None = None,
     ) -> None:
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
@@ -74,6 +79,7 @@ class StreamingTracker:
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
         self.prefetch = prefetch
+        self.motion = resolve_motion(motion)
 
     def start(self, source: VideoInput, *, sinks: Iterable[MaskSink] = ()) -> StreamingSession:
         """Open a source: anything `masklet.io.open_frames` reads (frame folder, video file,
@@ -115,7 +121,8 @@ class StreamingSession:
         self.num_frames: int | None = frames.num_frames
         self.video_height, self.video_width = frames.video_height, frames.video_width
         self.objects: OrderedDict[int, ObjectState] = OrderedDict()
-        self._stepper = StreamStepper(self._model, self.num_frames, tracker.fill_hole_area)
+        self._stepper = StreamStepper(self._model, self.num_frames, tracker.fill_hole_area,
+                                      tracker.motion)
         self._frame_idx = 0
         self._processed = False
         self._finished = False
@@ -144,7 +151,8 @@ class StreamingSession:
 
     def retained_memories(self) -> int:
         """Spatial memories held over all objects: prompted frames' plus at most
-        ``num_maskmem`` recent frames' (those the current frame reads, and its own)."""
+        ``num_maskmem`` recent frames' (those the current frame reads, and its own; one
+        more with the motion option, whose chosen frames need not include the adjacent)."""
         return sum(out.has_memory for obj in self.objects.values()
                    for out in (*obj.cond_outputs.values(), *obj.non_cond_outputs.values()))
 
@@ -163,6 +171,15 @@ class StreamingSession:
     def retained_features(self) -> int:
         """Image-feature sets held: 1 (the current frame's) once computed, else 0."""
         return int(self._features is not None)
+
+    def frame_signals(self) -> dict[int, FrameSignals]:
+        """Each object's signals (object score, predicted IoU, motion score) on the current
+        frame; empty before the first `step`."""
+        if not self._processed:
+            return {}
+        return {obj_id: signals_of(self._stepper.output_at(obj, self._frame_idx))
+                for obj_id, obj in self.objects.items()
+                if self._frame_idx in obj.cond_outputs or self._frame_idx in obj.non_cond_outputs}
 
     # --------------------------------------------------------------- prompts
     def add_points(self, obj_id: int, points=None, labels=None, *, box=None,

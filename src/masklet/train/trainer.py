@@ -27,7 +27,7 @@ import torch
 import masklet.train.nano  # noqa: F401  (registers the "masklet_nano" preset)
 from masklet.build import build_model
 from masklet.checkpoint import save_safetensors
-from masklet.config import ModelConfig, get_config
+from masklet.config import HieraConfig, ModelConfig, get_config
 from masklet.export.atomic import atomic_path, atomic_write
 from masklet.train.augment import TrainSample
 from masklet.train.config import TrainConfig
@@ -79,6 +79,10 @@ class TrainResult:
 def model_config_for(config: TrainConfig) -> ModelConfig:
     """The preset, with the resolution and stochastic depth the run asks for."""
     model_cfg = get_config(config.model)
+    if not isinstance(model_cfg.trunk, HieraConfig):
+        # Layer-wise lr decay and stochastic depth are defined on Hiera's blocks.
+        raise ValueError(f"training supports the Hiera presets; {model_cfg.name!r} "
+                         "(EdgeTAM) cannot be trained or fine-tuned by masklet yet")
     if config.image_size is not None:
         model_cfg = model_cfg.with_image_size(config.image_size)
     if config.drop_path_rate is not None:
@@ -100,7 +104,9 @@ class Trainer:
         self.device = self.ctx.device
         self.model_config = model_config_for(config)
         torch.manual_seed(config.seed)  # same initial weights on every process
+        # No init checkpoint: training from scratch, which is what random weights are for.
         self.model = build_model(self.model_config, checkpoint=config.init_checkpoint,
+                                 random_weights=config.init_checkpoint is None,
                                  device=self.device, eval_mode=False)
         broadcast_parameters(self.model, self.ctx)
         self.embed_monitor = EmbedScaleMonitor(self.model)

@@ -1,6 +1,11 @@
 // HTTP helpers for the masklet app API (see the contract in the backend's docs).
 // Every failure becomes an ApiError carrying the server's `detail`, so the page can show it.
 
+// Sent with every request the page makes. The server refuses a state change without it:
+// a page of another site can neither add it to a form nor to a no-cors fetch (a custom
+// header needs a CORS preflight, which the server never grants).
+export const APP_HEADERS = Object.freeze({ "X-Masklet": "1" });
+
 export class ApiError extends Error {
   constructor(status, detail, body) {
     super(detailText(detail) || `HTTP ${status}`);
@@ -36,7 +41,7 @@ function networkError(err) {
 
 /** JSON request; resolves to the parsed body (null for 204). */
 export async function api(method, path, body) {
-  const init = { method, headers: {}, cache: "no-store" };
+  const init = { method, headers: { ...APP_HEADERS }, cache: "no-store" };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -56,7 +61,7 @@ export async function api(method, path, body) {
 export async function fetchBlob(path) {
   let response;
   try {
-    response = await fetch(path, { cache: "no-store" });
+    response = await fetch(path, { headers: { ...APP_HEADERS }, cache: "no-store" });
   } catch (err) {
     throw networkError(err);
   }
@@ -72,6 +77,7 @@ export function postForm(path, form, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", path);
+    for (const [name, value] of Object.entries(APP_HEADERS)) xhr.setRequestHeader(name, value);
     xhr.responseType = "text";
     if (onProgress) {
       xhr.upload.onprogress = (e) => {

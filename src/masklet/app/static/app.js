@@ -5,12 +5,13 @@
 import { api, fetchBlob, videoPath } from "./api.js";
 import { FrameView } from "./view.js";
 import { Timeline } from "./timeline.js";
-import { renderMetrics, renderObjects, renderVideos } from "./panels.js";
+import { markActiveObject, renderMetrics, renderObjects, renderVideos } from "./panels.js";
 import { bindKeys } from "./keys.js";
 import { bindOpenPanel } from "./opening.js";
 import { Editor } from "./editing.js";
 import { TrackControl } from "./tracking.js";
 import { bindTransfer, refreshExports } from "./transfer.js";
+import { StatusLine } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -34,6 +35,7 @@ function debounce(fn, ms) {
 
 class App {
   constructor() {
+    this.status = new StatusLine(this); // first: the others may report on it
     this.video = null; // video detail of the open video
     this.frame = 0;
     this.activeObject = null;
@@ -63,17 +65,18 @@ class App {
     bindTransfer(this);
   }
 
-  // ---- status line -------------------------------------------------------------------
+  // ---- status line (status.js; editing, tracking, opening and transfer call these) ------
 
   setStatus(text, kind = "info") {
-    const out = $("status");
-    out.textContent = text;
-    out.dataset.kind = kind;
+    this.status.show(text, kind);
+  }
+
+  setProgress(text) {
+    this.status.progress(text);
   }
 
   showError(err) {
-    console.error(err);
-    this.setStatus(`Error: ${err.message}`, "error");
+    this.status.error(err);
   }
 
   // ---- start-up and opening ------------------------------------------------------------
@@ -327,16 +330,20 @@ class App {
       await this.setFrame(result.frame);
     } else {
       ++this.frameSeq;
-      const blob = await (await fetch(result.mask_png)).blob();
+      const blob = await fetchBlob(result.mask_png);
       await this.view.showMask(blob);
     }
     this.scheduleRefresh();
   }
 
   selectObject(id) {
-    if (!this.objectMap || !this.objectMap.has(id)) return;
+    if (!this.objectMap || !this.objectMap.has(id) || id === this.activeObject) return;
     this.activeObject = id;
-    this.renderObjects();
+    // Marked in place, not rebuilt: the list item being clicked (its name field, which
+    // selects on focus) must keep the focus so the name can be edited.
+    markActiveObject($("object-list"), id);
+    this.view.setPrompts(this.view.prompts, this.objectMap, this.activeObject);
+    this.writeHash();
     this.setStatus(`Active: ${this.objectMap.get(id).name}.`);
   }
 

@@ -14,15 +14,27 @@ function el(tag, attrs = {}, ...children) {
 
 /** objects: API Objects in list order; actions: {select, rename, recolour, remove}. */
 export function renderObjects(list, objects, activeId, actions) {
+  // The list is rebuilt when the video changes (an event from the server may arrive while
+  // a name is being edited): give the focus, the typed text and the caret back afterwards.
+  const focused = list.contains(document.activeElement) ? document.activeElement : null;
+  const keep = focused && focused.tagName === "INPUT" && {
+    id: focused.closest("li")?.dataset.objectId, type: focused.type, value: focused.value,
+    start: focused.type === "text" ? focused.selectionStart : null,
+    end: focused.type === "text" ? focused.selectionEnd : null,
+  };
   list.replaceChildren(
     ...objects.map((obj, i) => {
+      // Editing an object's name or colour is working on that object: focusing either
+      // selects it, so the next click on the frame goes to the object being looked at.
       const name = el("input", {
         type: "text", value: obj.name, "aria-label": `Name of object ${obj.id}`,
+        onfocus: () => actions.select(obj.id),
         onchange: (e) => actions.rename(obj.id, e.target.value.trim() || obj.name),
         onkeydown: (e) => { if (e.key === "Enter") e.target.blur(); },
       });
       const colour = el("input", {
         type: "color", value: obj.color, title: "Colour",
+        onfocus: () => actions.select(obj.id),
         onchange: (e) => actions.recolour(obj.id, e.target.value),
       });
       const item = el("li", {
@@ -41,6 +53,21 @@ export function renderObjects(list, objects, activeId, actions) {
     }),
   );
   if (!objects.length) list.append(el("li", { class: "empty" }, "No objects yet: click the frame or press N."));
+  if (keep) {
+    const again = list.querySelector(`li[data-object-id="${keep.id}"] input[type=${keep.type}]`);
+    if (again) {
+      again.value = keep.value;
+      again.focus({ preventScroll: true });
+      if (keep.start !== null) again.setSelectionRange(keep.start, keep.end);
+    }
+  }
+}
+
+/** Move the "active" mark to object `activeId` without rebuilding the list (keeps focus). */
+export function markActiveObject(list, activeId) {
+  for (const item of list.querySelectorAll("li.object")) {
+    item.classList.toggle("active", item.dataset.objectId === String(activeId));
+  }
 }
 
 /** videos: VideoSummary list; actions: {open, remove}. */

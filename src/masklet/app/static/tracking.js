@@ -7,10 +7,11 @@ const $ = (id) => document.getElementById(id);
 
 const VERBS = { running: "tracking", done: "done", cancelled: "cancelled", failed: "failed", interrupted: "interrupted" };
 
-/** "tracking 12/61 (frame 31)" */
+/** "tracking 12/61 (frame 31)", "tracking 12/61 (frame 31) · motion" */
 export function jobText(job) {
   const where = job.frame !== null && job.frame !== undefined ? ` (frame ${job.frame})` : "";
-  return `${VERBS[job.state] || job.state} ${job.done}/${job.total}${where}`;
+  const motion = job.motion ? " · motion" : "";
+  return `${VERBS[job.state] || job.state} ${job.done}/${job.total}${where}${motion}`;
 }
 
 export class TrackControl {
@@ -30,8 +31,12 @@ export class TrackControl {
     const app = this.app;
     if (!app.video || app.video.kind === "images") return;
     const direction = $("track-direction").value;
+    const motion = $("track-motion").checked;
+    // Replaces an old error, so the progress lines that follow are shown ("info", not
+    // "busy": a job that ends before its reply arrives announces nothing more).
+    app.setStatus("Starting tracking…");
     app.mutate(async () => {
-      this.update(await api("POST", videoPath(app.video.id, "track"), { direction }));
+      this.update(await api("POST", videoPath(app.video.id, "track"), { direction, motion }));
     });
   }
 
@@ -59,7 +64,7 @@ export class TrackControl {
     bar.value = job ? job.done : 0;
     $("track-label").textContent = job ? jobText(job) : "";
     if (!job) return;
-    if (running) this.app.setStatus(`Tracking: ${job.done} / ${job.total} frames…`, "busy");
+    if (running) this.app.setProgress(`Tracking: ${job.done} / ${job.total} frames…`);
     else if (was && was.id === job.id && was.state === "running") this.finished(job);
   }
 

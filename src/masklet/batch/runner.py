@@ -1,0 +1,256 @@
+"""The Ray side of `masklet batch`: connect, start one model-holding actor per worker, and
+hand videos out one at a time.
+
+Dynamic hand-out (a worker gets its next video when it returns the last one) balances long
+and short videos without knowing their lengths. A worker process that dies mid-video is
+restarted by Ray (`max_restarts`); the video it held goes back to the front of the queue
+for whichever worker is free next, so it is tracked again from scratch and recorded once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from masklet.batch.manifest import Job
+from masklet.batch.results import sweep_partial
+from masklet.batch.work import RunOptions, process_job
+
+MAX_ATTEMPTS = 3  # a video whose worker dies this often fails (it may be what kills it)
+MAX_REPLACEMENTS = 8  # fresh actors started after Ray gave up restarting one
+ACTOR_RESTARTS = 3  # Ray restarts a dead worker process this often before we replace it
+POLL_S = 0.5  # ray.wait timeout: how often Ctrl-C gets a chance between results
+
+
+class WorkerStartError(RuntimeError):
+    """The workers could not load the model (bad checkpoint, preset, device)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How each worker builds its model (the `--model` options)."""
+
+    preset: str | None = None
+    checkpoint: str | None = None
+    random_weights: bool = False
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The actors' shape: how many, and what each reserves."""
+
+    workers: int
+    cpus: float
+    gpus: float
+    started_ray: bool
+
+
+def connect(address: str | None, workers: int | None) -> Pool:
+    """Join the cluster at `address`, or start a small local Ray instance (no dashboard,
+    worker logs kept out of the terminal). GPU actors where the cluster has GPUs."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        else:
+            cpus = os.cpu_count() or 1
+            per = max(1, cpus // workers) if workers else 1
+            ray.init(address="local", num_cpus=(workers or cpus) * per, include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR")
+            started = True
+    resources = ray.cluster_resources()
+    total_cpus, total_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if total_gpus >= 1:
+        n = workers or int(total_gpus)
+        return Pool(n, 1.0, min(1.0, total_gpus / n), started)
+    n = workers or max(1, int(total_cpus))
+    if n > total_cpus:
+        raise WorkerStartError(f"--workers {n}: the Ray cluster has {total_cpus:g} CPUs")
+    return Pool(n, max(1.0, float(int(total_cpus) // n)), 0.0, started)
+
+
+class Worker:
+    """One actor: a loaded model, tracking the videos it is handed."""
+
+    def __init__(self, spec: ModelSpec, threads: int) -> None:
+        import torch
+
+        from masklet.cli.common import CliError, load_model, one_line
+
+        torch.set_num_threads(max(1, threads))
+        checkpoint = Path(spec.checkpoint) if spec.checkpoint else None
+        self.model, self.error = None, None
+        try:
+            self.model = load_model(spec.preset, checkpoint, spec.device, True,
+                                    spec.random_weights)
+        except CliError as exc:  # kept for `ready`: one line for the user, not a traceback
+            self.error = exc.format_message()
+        except Exception as exc:  # noqa: BLE001
+            self.error = one_line(exc)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def ready(self) -> str | None:
+        """None once the model is loaded, else why it could not be."""
+        return self.error
+
+    def run(self, job: Job, out_dir: str, options: RunOptions) -> dict:
+        return process_job(self.model, job, Path(out_dir), options)
+
+
+def start_workers(pool: Pool, spec: ModelSpec) -> list:
+    """`pool.workers` actors, each with its model loaded (waited for, so that a model that
+    cannot load is one clear error instead of every video failing)."""
+    import ray
+
+    actors = [new_actor(pool, spec) for _ in range(pool.workers)]
+    try:
+        errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
+    except ray.exceptions.RayActorError as exc:
+        errors = [_message(exc)]
+    if errors:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        raise WorkerStartError(f"the workers could not load the model: {errors[0]}")
+    return actors
+
+
+def new_actor(pool: Pool, spec: ModelSpec):
+    """One worker actor (its model loads in the background); Ray restarts its process up
+    to `ACTOR_RESTARTS` times, and retries nothing itself (the dispatcher re-queues)."""
+    import ray
+
+    remote = ray.remote(Worker).options(num_cpus=pool.cpus, num_gpus=pool.gpus,
+                                        max_restarts=ACTOR_RESTARTS, max_task_retries=0)
+    return remote.remote(spec, int(pool.cpus))
+
+
+def _failed(job: Job, error: str, attempts: int) -> dict:
+    return {"line": job.line, "name": job.name, "video": str(job.video), "status": "failed",
+            "frames": 0, "objects": 0, "seconds": 0.0, "error": error, "attempts": attempts}
+
+
+def _message(exc: BaseException) -> str:
+    from masklet.cli.common import one_line
+
+    text = getattr(exc, "message", None) or one_line(exc)
+    return " ".join(str(text).split())
+
+
+class Dispatcher:
+    """Hands `jobs` to `actors` one at a time and reports each video's record once.
+
+    A worker whose process died is not handed anything until a probe (`pid`) says Ray has
+    restarted it: a call made while it restarts fails at once, which would burn the video's
+    attempts without running it.
+    """
+
+    def __init__(self, actors: list, make_actor: Callable[[], object], out_dir: Path,
+                 options: RunOptions) -> None:
+        self.idle = deque(actors)
+        self.make_actor = make_actor
+        self.out_dir = Path(out_dir)
+        self.options = options
+        self.in_flight: dict = {}  # object ref -> (actor, job)
+        self.probes: dict = {}  # object ref of a restarting actor's pid() -> actor
+        self.attempts: dict[str, int] = {}
+        self.replaced = 0
+        self.retried = 0
+
+    def run(self, jobs: list[Job], report: Callable[[dict], None]) -> None:
+        import ray
+
+        queue = deque(jobs)
+        while queue or self.in_flight:
+            while self.idle and queue:
+                actor, job = self.idle.popleft(), queue.popleft()
+                self.attempts[job.name] = self.attempts.get(job.name, 0) + 1
+                ref = actor.run.remote(job, str(self.out_dir), self.options)
+                self.in_flight[ref] = (actor, job)
+            if not (self.in_flight or self.probes):
+                for job in queue:  # every worker is gone for good
+                    report(_failed(job, "no worker left: they all died", 0))
+                return
+            done, _ = ray.wait([*self.in_flight, *self.probes], num_returns=1,
+                               timeout=POLL_S)
+            for ref in done:
+                if ref in self.probes:
+                    self._probed(ref)
+                    continue
+                record = self._collect(ref, queue)
+                if record is not None:
+                    report({**record, "attempts": self.attempts[record["name"]]})
+
+    def _collect(self, ref, queue: deque) -> dict | None:
+        import ray
+
+        actor, job = self.in_flight.pop(ref)
+        try:
+            record = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            return self._worker_died(actor, job, queue, exc)
+        self.idle.append(actor)
+        return record
+
+    def _probe(self, actor) -> None:
+        self.probes[actor.pid.remote()] = actor
+
+    def _probed(self, ref) -> None:
+        import ray
+
+        actor = self.probes.pop(ref)
+        try:
+            ray.get(ref)
+        except ray.exceptions.ActorUnavailableError:
+            time.sleep(0.2)  # still restarting (loading its model): ask again
+            self._probe(actor)
+        except ray.exceptions.RayActorError:
+            # Ray gave up restarting it: a fresh actor instead, a bounded number of times.
+            if self.replaced < MAX_REPLACEMENTS:
+                self.replaced += 1
+                self._probe(self.make_actor())
+        else:
+            self.idle.append(actor)
+
+    def _worker_died(self, actor, job: Job, queue: deque, exc: Exception) -> dict | None:
+        # The process is gone: its half-written folder can go, and the video starts over
+        # on whichever worker is free first.
+        sweep_partial(self.out_dir, [job.name])
+        self._probe(actor)
+        if self.attempts[job.name] >= MAX_ATTEMPTS:
+            return _failed(job, f"its worker died {MAX_ATTEMPTS} times ({_message(exc)})",
+                           self.attempts[job.name])
+        self.retried += 1
+        queue.appendleft(job)
+        return None
+
+    def close(self) -> None:
+        """End the workers (their CPUs and GPUs go back to the cluster at once)."""
+        import ray
+
+        for actor in self._actors():
+            ray.kill(actor, no_restart=True)
+
+    def _actors(self) -> list:
+        actors = [*self.idle, *self.probes.values(), *(a for a, _ in self.in_flight.values())]
+        return list({id(a): a for a in actors}.values())
+
+    def stop(self) -> list[str]:
+        """Kill every worker (Ctrl-C); returns the names of the videos they held, whose
+        half-written folders are then removed."""
+        import ray
+
+        held = [job.name for _, job in self.in_flight.values()]
+        self.close()
+        if self.in_flight:  # wait until the killed processes are gone
+            ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=10)
+        sweep_partial(self.out_dir, held)
+        return held

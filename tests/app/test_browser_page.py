@@ -1,0 +1,199 @@
+"""Browser tests of the page's own defects (issue 15): object names, errors, the icon.
+
+Chromium (headless, Playwright) on the real server, as in test_browser.py: clicking an
+object's name selects that object; an error is shown whole and kept until dismissed;
+a click refused because another tab tracks stays on screen; the page has an icon.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from conftest import require_data
+
+from .browser_kit import (  # noqa: F401  (the *_fixture names: fixtures used by name)
+    Page,
+    Server,
+    browser_context_fixture,
+    needs_chromium,
+    open_path,
+    prompts_of,
+    server_fixture,
+)
+from .conftest import live_server
+
+pytestmark = needs_chromium
+
+# Where the status line's box ends and whether its text fits in it (no ellipsis, no scroll).
+STATUS_BOX_JS = """() => {
+  const s = document.getElementById("status");
+  const r = s.getBoundingClientRect();
+  return {fits: s.scrollWidth <= s.clientWidth + 1 && s.scrollHeight <= s.clientHeight + 1,
+          inside: r.left >= 0 && r.top >= 0 && r.right <= innerWidth && r.bottom <= innerHeight,
+          height: r.height};
+}"""
+
+
+def _status_kind(tab: Page) -> str:
+    return tab.page.locator("#status").get_attribute("data-kind")
+
+
+def _active(tab: Page) -> int:
+    return tab.page.evaluate("() => window.masklet.activeObject")
+
+
+def test_clicking_an_object_name_selects_it(server, browser_context):
+    """Focusing object 1's name makes it active: the next click on the frame goes to it."""
+    require_data("videos", "bedroom")
+    tab = Page(browser_context, server, "object-name")
+    page = tab.page
+    page.goto(server.url + "/")
+    tab.wait_status("info")
+    open_path(tab, "videos/bedroom")
+    vid = tab.video_id()
+    tab.click_frame(0.45, 0.55)
+    assert "mask on frame 0" in tab.wait_status("info")
+    page.focus("#prompt-canvas")
+    page.keyboard.press("n")
+    tab.wait_status("info")
+    assert _active(tab) == 2
+
+    page.locator('#object-list li[data-object-id="1"] input[type=text]').click()
+    assert _active(tab) == 1
+    assert page.locator("#object-list li.active").get_attribute("data-object-id") == "1"
+    # The name field keeps the focus (the list is not rebuilt under the cursor).
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == \
+        "Name of object 1"
+    tab.click_frame(0.2, 0.8, modifiers=["Shift"])
+    assert "mask on frame 0" in tab.wait_status("info")
+    assert [(p["object"], p["labels"]) for p in prompts_of(server, vid, 0)] == \
+        [(1, [1]), (1, [0])]
+
+    # Renaming still works, and renames (and selects) the object whose name was edited.
+    name = page.locator('#object-list li[data-object-id="2"] input[type=text]')
+    name.click()
+    name.fill("cup")
+    name.press("Enter")
+    assert "Saved cup" in tab.wait_status("info")
+    assert _active(tab) == 2
+    assert [o["name"] for o in server.json(f"/api/videos/{vid}")["objects"]] == ["object 1", "cup"]
+    tab.shot("name-selects")
+    tab.check_no_errors()
+    page.close()
+
+
+def test_upload_error_is_shown_whole(server, browser_context):
+    """A refused upload: the server's message, whole and readable, no server path in it."""
+    tab = Page(browser_context, server, "upload-error")
+    page = tab.page
+    page.goto(server.url + "/")
+    tab.wait_status("info")
+    page.set_input_files("#upload-file", files=[{
+        "name": "notes.mp4", "mimeType": "video/mp4", "buffer": b"not a video at all"}])
+    text = tab.wait_status("error")
+    assert str(server.data_dir) not in text and "/tmp" not in text and "upload-" not in text, text
+    assert page.evaluate(STATUS_BOX_JS)["fits"], text
+
+    # A long message (as a failing decoder gives) wraps in full, on screen, until dismissed.
+    detail = ("cannot decode notes.mp4: " + "the decoder gave up on this stream, " * 14).strip()
+    page.route("**/api/videos/upload",
+               lambda route: route.fulfill(status=415, json={"detail": detail}))
+    page.set_input_files("#upload-file", files=[{
+        "name": "notes.mp4", "mimeType": "video/mp4", "buffer": b"not a video at all"}])
+    page.wait_for_function(
+        "d => document.getElementById('status').textContent.endsWith(d)", arg=detail)
+    assert tab.wait_status("error") == f"Error: {detail}"
+    box = page.evaluate(STATUS_BOX_JS)
+    assert box["fits"] and box["inside"], box
+    assert page.locator("#status").get_attribute("title") == f"Error: {detail}"
+    tab.shot("long-error")
+    page.click("#status-dismiss")
+    assert _status_kind(tab) != "error"
+    assert page.locator("#status-dismiss").is_hidden()
+    page.unroute("**/api/videos/upload")
+    tab.check_no_errors()
+    page.close()
+
+
+def _gate_tracking(svc) -> threading.Semaphore:
+    """Make `svc`'s tracking write a frame only when the returned semaphore is released."""
+    gate = threading.Semaphore(0)
+    write = svc.tracker._write_frame
+
+    def gated(job, frame, masks) -> None:
+        gate.acquire(timeout=60)
+        write(job, frame, masks)
+
+    svc.tracker._write_frame = gated
+    return gate
+
+
+def test_click_refused_while_another_tab_tracks_stays(make_service, browser_context):
+    """A click refused (409) while tracking runs elsewhere: the error stays until dismissed."""
+    svc = make_service()
+    gate = _gate_tracking(svc)
+    with live_server(svc) as url:
+        try:
+            server = Server(url, svc.data_dir)
+            tab = Page(browser_context, server, "refused-while-tracking")
+            page = tab.page
+            page.goto(url + "/")
+            tab.wait_status("info")
+            open_path(tab, "clip")
+            vid = tab.video_id()
+            tab.click_frame(0.45, 0.55)
+            assert "mask on frame 0" in tab.wait_status("info")
+
+            # "Another tab" starts tracking; this page hears of it through its events.
+            job = server.post(f"/api/videos/{vid}/track", {"direction": "forward"})
+            page.wait_for_function(
+                "id => window.masklet.job && window.masklet.job.id === id && "
+                "window.masklet.job.state === 'running'", arg=job["id"])
+            tab.click_frame(0.2, 0.2)
+            page.wait_for_function(
+                "() => document.getElementById('status').dataset.kind === 'error'")
+            # A tracked frame arrives (a progress event) and time passes: the error stays.
+            gate.release()
+            page.wait_for_function("() => window.masklet.job.done === 1")
+            page.wait_for_timeout(1500)
+            text, kind = tab.status()
+            assert kind == "error" and "being tracked" in text and "Cancel" in text, text
+            assert server.json(f"/api/videos/{vid}/track")["state"] == "running"
+            assert [p["labels"] for p in prompts_of(server, vid, 0)] == [[1]]
+            tab.shot("refused-kept")
+
+            # Dismissed: the tracking progress is shown again.
+            page.click("#status-dismiss")
+            text, kind = tab.status()
+            assert kind == "busy" and text.startswith("Tracking:"), text
+            # Refused again, then tracking ends: the situation changed, so does the line.
+            tab.click_frame(0.2, 0.2)
+            page.wait_for_function(
+                "() => document.getElementById('status').dataset.kind === 'error'")
+            gate.release(100)
+            page.wait_for_function("() => window.masklet.job.state === 'done'")
+            assert "Tracked" in tab.wait_status("info")
+            tab.check_no_errors()
+            page.close()
+        finally:
+            gate.release(100)  # never leave the tracking thread waiting (the server stops)
+
+
+def test_page_has_an_icon(server, browser_context):
+    """The page names an icon the server serves, and loading it asks for nothing missing."""
+    tab = Page(browser_context, server, "icon")
+    page = tab.page
+    missing = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    page.goto(server.url + "/")
+    tab.wait_status("info")
+    href = page.evaluate(
+        "() => { const l = document.querySelector('link[rel~=icon]'); return l && l.href; }")
+    assert href, "no <link rel=icon> in the page"
+    got = page.evaluate(
+        "async (u) => { const r = await fetch(u); "
+        "return [r.status, r.headers.get('content-type')]; }", href)
+    assert got[0] == 200 and got[1].startswith("image/"), got
+    assert not missing, missing
+    tab.check_no_errors()
+    page.close()

@@ -1,0 +1,1 @@
+"""Stand-in `torchvision.ops` (see the package doc)."""
