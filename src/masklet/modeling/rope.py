@@ -181,6 +181,20 @@ class RoPEAttention(Attention):
             raise ValueError(f"{num_tokens} query tokens are not a square grid; pass grid_hw")
         return side, side
 
+    def rope_cos_sin(self, height: int, width: int, dim: int, device: torch.device):
+        """cos, sin tables of an H x W grid for head width ``dim``, in float32 whatever the
+        activations' dtype (the rotation runs in float32)."""
+        # torch.compile folds the tables into its graph itself; it cannot use the cache.
+        tables = rope_tables.__wrapped__ if torch.compiler.is_compiling() else rope_tables
+        return tables(height, width, dim, self.rope_theta, device, torch.float32)
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               num_k_exclude: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """q: [B, heads, Nq, c], k: [B, heads, Nk, c] rotated by the query grid's tables
+        (keys repeat it over memory frames); the last ``num_k_exclude`` keys are not."""
+        return apply_axial_rope(q, k, cos, sin, repeat_k=self.rope_k_repeat,
+                                num_k_exclude=num_k_exclude, inplace=not torch.is_grad_enabled())
+
     def forward(
         self,
         q: torch.Tensor,
@@ -200,13 +214,8 @@ class RoPEAttention(Attention):
         late = self.values_late()
         q, k = self.split_heads(linear(q, self.q_proj)), self.split_heads(linear(k, self.k_proj))
         height, width = self.grid_size(q.shape[-2], grid_hw)
-        # Angles in float32 whatever the activations' dtype (the rotation runs in float32).
-        # torch.compile folds the tables into its graph itself; it cannot use the cache.
-        tables = rope_tables.__wrapped__ if torch.compiler.is_compiling() else rope_tables
-        cos, sin = tables(height, width, q.shape[-1], self.rope_theta, q.device, torch.float32)
-        q, k = apply_axial_rope(q, k, cos, sin, repeat_k=self.rope_k_repeat,
-                                num_k_exclude=num_k_exclude_rope,
-                                inplace=not torch.is_grad_enabled())
+        cos, sin = self.rope_cos_sin(height, width, q.shape[-1], q.device)
+        q, k = self.rotate(q, k, cos, sin, num_k_exclude_rope)
         if late:
             return self.attend_late(q, k, v)
         if q.shape[0] < k.shape[0]:  # queries shared by every memory of the batch

@@ -9,6 +9,7 @@ and the user-facing predictors wrap this module rather than subclassing it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -270,10 +271,13 @@ class SAM2Model(nn.Module):
         backbone_features: torch.Tensor,
         high_res_features: list[torch.Tensor] | None,
         mask_inputs: torch.Tensor,
+        decode: Callable[[torch.Tensor], SamHeadOutput] | None = None,
     ) -> SamHeadOutput:
         """Turn a binary mask prompt [B, 1, S, S] directly into output logits (+/-10).
 
-        The decoder still runs on the downsampled mask to produce the object pointer.
+        The decoder still runs on the downsampled mask to produce the object pointer:
+        ``decode(mask_inputs)`` ([B, 1, S/4, S/4]; default: `forward_sam_heads` on these
+        features), so motion-aware tracking can pass its own decoder pass.
         """
         scale, bias = 20.0, -10.0  # sigmoid(-10) ~ 4.5e-5: effectively binary
         mask = mask_inputs.float()
@@ -284,9 +288,11 @@ class SAM2Model(nn.Module):
         )
         ious = mask.new_ones(mask.shape[0], 1)
         if self.config.use_obj_ptrs_in_encoder:
-            obj_ptr = self.forward_sam_heads(
-                backbone_features, high_res_features, mask_inputs=self.mask_downsample(mask)
-            ).obj_ptr
+            if decode is None:
+                def decode(low_mask: torch.Tensor) -> SamHeadOutput:
+                    return self.forward_sam_heads(backbone_features, high_res_features,
+                                                  mask_inputs=low_mask)
+            obj_ptr = decode(self.mask_downsample(mask)).obj_ptr
         else:
             obj_ptr = mask.new_zeros(mask.shape[0], self.hidden_dim)
         # The prompt itself, not the decoder's score, decides whether the object is present.

@@ -13,13 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from masklet.modeling.common import linear
-from masklet.modeling.rope import (
-    RoPEAttention,
-    apply_axial_rope,
-    rope_tables,
-    rotate_pairs,
-)
+from masklet.modeling.rope import RoPEAttention, apply_axial_rope, rotate_pairs
 
 
 class SplitGridRoPEAttention(RoPEAttention):
@@ -41,11 +35,6 @@ class SplitGridRoPEAttention(RoPEAttention):
                              f"{self.k_sizes} key grid")
         self.k_tokens_per_frame = int(k_tokens_per_frame)
 
-    def _tables(self, height: int, width: int, dim: int, device: torch.device):
-        # torch.compile folds the tables into its graph itself; it cannot use the cache.
-        tables = rope_tables.__wrapped__ if torch.compiler.is_compiling() else rope_tables
-        return tables(height, width, dim, self.rope_theta, device, torch.float32)
-
     def rotate_keys(self, k: torch.Tensor, num_k_exclude: int) -> torch.Tensor:
         """k: [B, heads, Nk, c], Nk = r * k_tokens_per_frame + num_k_exclude -> rotated k."""
         num_frame_tokens = k.shape[-2] - num_k_exclude
@@ -55,36 +44,17 @@ class SplitGridRoPEAttention(RoPEAttention):
         if num_frame_tokens == 0:
             return k
         width, height = self.k_sizes
-        cos, sin = self._tables(height, width, k.shape[-1], k.device)
+        cos, sin = self.rope_cos_sin(height, width, k.shape[-1], k.device)
         frames = k[..., :num_frame_tokens, :].unflatten(-2, (-1, self.k_tokens_per_frame))
         lead = self.k_tokens_per_frame - self.k_grid_tokens
         grid = rotate_pairs(frames[..., lead:, :].float(), cos, sin).to(k.dtype)
         frames = torch.cat([frames[..., :lead, :], grid], dim=-2).flatten(-3, -2)
         return torch.cat([frames, k[..., num_frame_tokens:, :]], dim=-2)
 
-    def forward(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        num_k_exclude_rope: int = 0,
-        grid_hw: tuple[int, int] | None = None,
-    ) -> torch.Tensor:
-        """q: [B or 1, Nq, embedding_dim]; k, v: [B, Nk, kv_in_dim] -> [B, Nq, embedding_dim].
-
-        ``grid_hw`` is the query grid (H, W); the last ``num_k_exclude_rope`` keys (object
-        pointers) are not rotated. Queries of batch 1 are shared by all B key sets.
-        """
-        late = self.values_late()
-        q, k = self.split_heads(linear(q, self.q_proj)), self.split_heads(linear(k, self.k_proj))
-        height, width = self.grid_size(q.shape[-2], grid_hw)
-        cos, sin = self._tables(height, width, q.shape[-1], q.device)
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               num_k_exclude: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries by their own grid (``cos``, ``sin``), keys by the key grid (`rotate_keys`)."""
         # The shared fast rotation (complex multiply, in place without autograd); no keys.
         q, _ = apply_axial_rope(q, q[..., :0, :], cos, sin, repeat_k=True,
                                 inplace=not torch.is_grad_enabled())
-        k = self.rotate_keys(k, num_k_exclude_rope)
-        if late:
-            return self.attend_late(q, k, v)
-        if q.shape[0] < k.shape[0]:  # queries shared by every memory of the batch
-            q = q.expand(k.shape[0], -1, -1, -1)
-        return self.attend(q, k, self.split_heads(linear(v, self.v_proj)))
+        return q, self.rotate_keys(k, num_k_exclude)

@@ -77,20 +77,9 @@ def mask_as_output(model: SAM2Model, pix: torch.Tensor, high_res: list[torch.Ten
                    mask_inputs: torch.Tensor, config: MotionConfig) -> SamHeadOutput:
     """`SAM2Model.use_mask_as_output` with the motion option's presence threshold in the
     decoder pass that derives the object pointer (one object, [1, 1, S, S] binary mask)."""
-    scale, bias = 20.0, -10.0  # the official +/-10 logits of a mask prompt
-    mask = mask_inputs.float()
-    high = mask * scale + bias
-    low = F.interpolate(high, size=(high.shape[-2] // 4, high.shape[-1] // 4), mode="bilinear",
-                        align_corners=False, antialias=True)
-    ious = mask.new_ones(mask.shape[0], 1)
-    if model.config.use_obj_ptrs_in_encoder:
-        obj_ptr = decode_heads(model, pix, high_res, None, model.mask_downsample(mask), False,
-                               config, MotionState(), None)[0].obj_ptr
-    else:
-        obj_ptr = mask.new_zeros(mask.shape[0], model.hidden_dim)
-    # The prompt itself, not the decoder's score, says whether the object is present.
-    present = (mask.flatten(1) > 0).any(dim=1, keepdim=True).float()
-    obj_logits = scale * present + bias
-    if model.config.pred_obj_scores:
-        obj_ptr = model._mix_no_obj_ptr(obj_ptr, present)
-    return SamHeadOutput(low, high, ious, low, high, obj_ptr, obj_logits)
+
+    def decode(low_mask: torch.Tensor) -> SamHeadOutput:
+        return decode_heads(model, pix, high_res, None, low_mask, False, config, MotionState(),
+                            None)[0]
+
+    return model.use_mask_as_output(pix, high_res, mask_inputs, decode=decode)

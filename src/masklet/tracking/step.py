@@ -95,13 +95,28 @@ def decode_frame(
         return model.use_mask_as_output(feats.image_embed, high_res, mask_inputs)
     pix = condition_on_memory(model, feats, frame_idx, is_init_cond_frame, cond, non_cond,
                               num_frames, reverse)
+    pts, mask_inputs, multimask = _head_inputs(model, is_init_cond_frame, points, mask_inputs,
+                                               prev_mask_logits)
+    return model.forward_sam_heads(pix, high_res, points=pts, mask_inputs=mask_inputs,
+                                   multimask_output=multimask)
+
+
+def _head_inputs(
+    model: SAM2Model,
+    is_init_cond_frame: bool,
+    points: PointPrompt | None,
+    mask_inputs: torch.Tensor | None,
+    prev_mask_logits: torch.Tensor | None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None, bool]:
+    """(points as (coords, labels), the mask input, multimask) for the SAM heads: earlier
+    logits on the frame go in with new clicks; several candidates only where the model
+    asks for them (first clicks on an initial frame)."""
     if prev_mask_logits is not None:
         mask_inputs = prev_mask_logits
     num_points = 0 if points is None else points.num_points
     multimask = model.use_multimask(is_init_cond_frame, num_points)
     pts = None if points is None else (points.coords, points.labels)
-    return model.forward_sam_heads(pix, high_res, points=pts, mask_inputs=mask_inputs,
-                                   multimask_output=multimask)
+    return pts, mask_inputs, multimask
 
 
 def encode_memory(
@@ -226,11 +241,8 @@ def decode_frame_with_motion(
     direction = None if (points is not None or mask_inputs is not None) else reverse
     pix = condition_on_memory(model, feats, frame_idx, is_init_cond_frame, cond, non_cond,
                               num_frames, reverse, motion)
-    if prev_mask_logits is not None:
-        mask_inputs = prev_mask_logits
-    num_points = 0 if points is None else points.num_points
-    multimask = model.use_multimask(is_init_cond_frame, num_points)
-    pts = None if points is None else (points.coords, points.labels)
+    pts, mask_inputs, multimask = _head_inputs(model, is_init_cond_frame, points, mask_inputs,
+                                               prev_mask_logits)
     return decode_heads(model, pix, high_res, pts, mask_inputs, multimask, motion, prior,
                         direction)
 
