@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,32 +34,20 @@ import torch  # noqa: E402 (imports tqdm, which reads the variable then)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stream import agreement, lockstep, offline_frames, reference_frames, steady  # noqa: E402
 
-from _common import print_table  # noqa: E402
+from _common import cpu_line, print_table  # noqa: E402
 from video import CLICKS, DEFAULT_FRAMES, build_pair  # noqa: E402
 
 from masklet.tracking.precision import cpu_bf16_features, recommended_precision  # noqa: E402
 
 RUNS = (("official fp32", "float32"), ("official bf16", "bfloat16"),
         ("masklet fp32", "float32"), ("masklet bf16", "bfloat16"))
-SHOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 def cpu_description() -> list[str]:
     """Lines naming the CPU, its relevant flags and what masklet concludes from them."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine()):
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    shown = " ".join(f"{f}{'+' if f in flags else '-'}" for f in SHOWN_FLAGS) if flags else "n/a"
     native = cpu_bf16_features()
     return [
-        f"CPU: {model}; {os.cpu_count()} logical CPUs; flags: {shown}",
+        cpu_line(),
         f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
         f"threads {torch.get_num_threads()}; native bf16: {', '.join(native) or 'none'} "
         f"-> recommended precision {recommended_precision('cpu')}",

@@ -25,3 +25,21 @@ def require_reference():
         return pytest.importorskip(
             "sam2", reason="reference oracle sam2==1.1.0 is not installed (see .ci/run)"
         )
+
+
+@pytest.fixture(scope="session")
+def tiny256_onnx(tmp_path_factory):
+    """(model, export folder): sam2.1_hiera_tiny at 256 px with seeded random weights
+    (seed 0), exported with masklet.onnx.export_model once per test run (an export takes
+    minutes) and shared by the ONNX test modules. Treat both as read-only."""
+    import torch
+
+    from masklet import build_model, get_config
+    from masklet.onnx import export_model
+
+    torch.manual_seed(0)
+    model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(256),
+                        random_weights=True).eval()
+    out = tmp_path_factory.mktemp("onnx") / "tiny256"
+    export_model(model, out)
+    return model, out

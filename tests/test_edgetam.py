@@ -180,8 +180,29 @@ def test_automatic_masks_run(model):
     generator = AutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0.0,
                                        stability_score_thresh=0.0)
     masks = generator.generate(image)
-    assert isinstance(masks, list)
-    assert all(m["segmentation"].shape == (SIZE, SIZE) for m in masks)
+    assert masks and all(m["segmentation"].shape == (SIZE, SIZE) for m in masks)
+
+
+def test_automatic_masks_in_video(model, tmp_path):
+    """`masklet auto-video`'s loop with EdgeTAM: objects found on frame 0 are tracked
+    through the perceiver's memories; discovery runs again on frame 2."""
+    from masklet.amg.generator import AutomaticMaskGenerator
+    from masklet.amg.video import DiscoveryConfig, track_everything
+
+    src = require_data("videos", "bedroom")
+    for i in range(4):
+        os.symlink(src / f"{i:05d}.jpg", tmp_path / f"{i:05d}.jpg")
+    generator = AutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0.0,
+                                       stability_score_thresh=0.0)
+    predictor = VideoPredictor(model, fill_hole_area=0, progress=False)
+    with torch.inference_mode():
+        state = predictor.init_state(str(tmp_path))
+        frames = list(track_everything(predictor, generator, state,
+                                       DiscoveryConfig(every=2, max_objects=3)))
+    assert [f for f, _, _ in frames] == [0, 1, 2, 3]
+    for _, obj_ids, logits in frames:
+        assert obj_ids[:1] == [1] and logits.shape == (len(obj_ids), 1, 540, 960)
+        assert (logits[0] > 0).any()
 
 
 def test_cli_model_edgetam(tmp_path):
@@ -201,16 +222,6 @@ def test_cli_model_edgetam(tmp_path):
                                   str(path), "--point", "500,375", "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     assert any(out.iterdir())
-
-
-def test_training_refuses_edgetam_clearly():
-    from types import SimpleNamespace
-
-    from masklet.train.trainer import model_config_for
-
-    run = SimpleNamespace(model="edgetam", image_size=None, drop_path_rate=None)
-    with pytest.raises(ValueError, match="cannot be trained or fine-tuned"):
-        model_config_for(run)
 
 
 def test_bounded_memory_50_frames(model):

@@ -412,7 +412,7 @@ def test_image_sets(client, svc, root):
     refused(client, svc, "POST", f"/api/videos/{vid}/track", 400, json={})
     refused(client, svc, "POST", f"/api/videos/{vid}/exports", 400, json={"format": "sav"})
     coco = client.post(f"/api/videos/{vid}/exports", json={"format": "coco"}).json()
-    assert client.get(coco["url"]).json()["categories"] == [{"id": 1, "name": "object 1"}]
+    assert client.get(coco["url"]).json()["categories"] == [{"id": 0, "name": "unlabelled"}]
 
 
 # ---------------------------------------------------------------- measures

@@ -55,13 +55,15 @@ def test_video_exports_match_the_library_writers(client, svc):
 
     coco = json.loads(export(client, vid, "coco")[1])
     assert coco.pop("masklet")["objects"][1]["name"] == "object 2"
-    # The library writer's layout, with one category per object (named as in the app).
+    # The library writer's layout, with one category per label: none here, so both
+    # objects are in the "unlabelled" one (test_labels.py has the labelled case).
     expected = video_masks_to_coco("clip", frames, frame_names=names)
     for ann in expected["annotations"]:
-        ann["category_id"] = ann["track_id"]
-    expected["categories"] = [{"id": 1, "name": "object 1"}, {"id": 2, "name": "object 2"}]
+        ann["category_id"] = 0
+    expected["categories"] = [{"id": 0, "name": "unlabelled"}]
     assert coco == expected
     sav = json.loads(export(client, vid, "sav")[1])
+    assert len(sav.pop("masklet_review")["flagged"]) == 8  # review hints: tests/app/test_review.py
     assert sav == video_masks_to_sav("clip", frames)
 
     info, data = export(client, vid, "davis")
@@ -130,7 +132,10 @@ def test_image_set_coco_matches_the_library(client, svc, root):
                "category_ids": list(frames[i]), "width": w, "height": h}
               for i, (name, (w, h)) in enumerate(zip(detail["frame_names"],
                                                      detail["frame_sizes"], strict=True))]
-    assert coco == image_masks_to_coco(images, categories=[{"id": 1, "name": "thing"}])
+    expected = image_masks_to_coco(images, categories=[{"id": 0, "name": "unlabelled"}])
+    for ann in expected["annotations"]:  # unlabelled; the object id is the track id
+        ann["track_id"], ann["category_id"] = ann["category_id"], 0
+    assert coco == expected
     assert coco["annotations"][0]["bbox"] == [20.0, 10.0, 70.0, 40.0]
     _, data = export(client, vid, "overlay")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:

@@ -119,6 +119,12 @@ def attempts(vid: int) -> list[tuple[str, str, dict]]:
         ("DELETE", f"{url}/objects/1", {}),
         ("POST", f"{url}/exports", {"json": {"format": "png"}}),
         ("POST", f"{url}/frames/3/prepare", {}),
+        ("POST", f"{url}/brush", {"json": {"frame": 0, "object": 1, "mode": "paint",
+                                           "radius": 9, "points": [[5, 5]]}}),
+        ("POST", f"{url}/review/seen", {"json": {"frame": 0, "object": 1}}),
+        ("POST", "/api/labels", {"json": {"name": "cat"}}),
+        ("PATCH", "/api/labels/1", {"json": {"name": "dog"}}),
+        ("DELETE", "/api/labels/1", {}),
     ]
 
 
@@ -137,6 +143,7 @@ def test_cross_origin_changes_are_refused_and_change_nothing(client, svc):
             assert response.status_code == 403, (method, path, attack, response.text)
             one_line(response)
     assert counts(svc) == before
+    assert svc.db.query_one("SELECT COUNT(*) FROM labels")[0] == 0
     assert client.get(f"/api/videos/{vid}/prompts").json()["prompts"][0]["points"] == \
         CLICK["points"]
 

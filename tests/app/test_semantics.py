@@ -2,7 +2,7 @@
 
 Each test pins one defect that was found by hand: relative paths in every root, links
 checked when a file is read, exact redo on tracked frames, resuming interrupted tracking,
-the stale flag after undo, one COCO category per object, upload errors that name the
+the stale flag after undo, one COCO category per label, upload errors that name the
 user's file, and the favicon.
 """
 
@@ -97,11 +97,13 @@ def test_upload_errors_name_the_users_file(client, svc):
 
 
 # ---------------------------------------------------------------------- exports
-def test_coco_export_has_one_category_per_object(client, svc):
+def test_coco_export_has_one_category_per_label(client, svc):
     vid = opened(client)
     url = f"/api/videos/{vid}"
-    client.patch(f"{url}/objects/1", json={"name": "dog"})
-    client.post(f"{url}/objects", json={"name": "cat"})
+    dog, cat = (client.post("/api/labels", json={"name": n}).json()["id"] for n in ("dog", "cat"))
+    client.patch(f"{url}/objects/1", json={"name": "Rex", "label": dog})
+    client.post(f"{url}/objects", json={"name": "Tom"})
+    client.patch(f"{url}/objects/2", json={"label": cat})
     for obj, point in ((1, [400, 220]), (2, [230, 260])):
         assert client.post(f"{url}/prompts", json={**CLICK, "object": obj,
                                                    "points": [point]}).status_code == 200
@@ -109,10 +111,10 @@ def test_coco_export_has_one_category_per_object(client, svc):
     assert wait_job(client, vid)["state"] == "done"
     coco = client.get(client.post(f"{url}/exports", json={"format": "coco"}).json()["url"])
     data = json.loads(coco.content)
-    assert data["categories"] == [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}]
+    assert data["categories"] == [{"id": dog, "name": "dog"}, {"id": cat, "name": "cat"}]
     anns = data["annotations"]
     assert {a["track_id"] for a in anns} == {1, 2}
-    assert all(a["category_id"] == a["track_id"] for a in anns)
+    assert all(a["category_id"] == {1: dog, 2: cat}[a["track_id"]] for a in anns)
 
 
 # ------------------------------------------------------------------------- page

@@ -78,6 +78,34 @@ class ObjectBody(Body):
 class ObjectPatch(Body):
     name: str | None = None
     color: str | None = None
+    # A label id, or null to unlabel; left out: unchanged (told apart by model_fields_set).
+    label: SqlInt | None = None
+
+
+class LabelBody(Strict):
+    name: str
+    color: str | None = None
+    yolo_id: SqlInt | None = None
+
+
+class LabelPatch(Strict):
+    # Fields left out stay as they are; "yolo_id": null clears the YOLO id.
+    name: str | None = None
+    color: str | None = None
+    yolo_id: SqlInt | None = None
+
+
+class BrushBody(Body):
+    frame: SqlInt
+    obj: SqlInt = Field(alias="object")
+    mode: Literal["paint", "erase"]
+    radius: float
+    points: list[list[float]]
+
+
+class ReviewSeenBody(Strict):
+    frame: SqlInt
+    obj: SqlInt | None = Field(None, alias="object")  # null: every object on the frame
 
 
 class TrackBody(Body):

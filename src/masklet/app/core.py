@@ -30,6 +30,7 @@ from masklet.app.runtime import ImageRuntime, ModelHost, VideoRuntime
 from masklet.app.tracking import TrackJob
 from masklet.io import VideoReadError
 from masklet.modeling.sam2 import SAM2Model
+from masklet.tracking.review import ReviewConfig
 
 LOCK_TIMEOUT_S = 120.0
 
@@ -46,6 +47,7 @@ class AppConfig:
         they are all fed to each model call on that frame, and replayed on every rebuild.
     model_wait_s: how long a request waits for the model (one call at a time) before a
         503 "the model is busy".
+    max_brush_points: points in one brush stroke (each adds a segment to rasterise).
     """
 
     data_dir: Path
@@ -62,6 +64,8 @@ class AppConfig:
     max_points_per_prompt: int = 100
     max_points_per_frame: int = 300
     model_wait_s: float = 30.0
+    max_brush_points: int = 2000
+    review: ReviewConfig = field(default_factory=ReviewConfig)  # review hints' score
 
     @property
     def max_upload_bytes(self) -> int:

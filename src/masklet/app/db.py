@@ -37,7 +37,15 @@ CREATE TABLE IF NOT EXISTS objects (
     color          TEXT NOT NULL,
     created_at     REAL NOT NULL,
     prompt_version INTEGER NOT NULL DEFAULT 0,  -- video version of its last prompt change
+    label_id       INTEGER REFERENCES labels(id) ON DELETE SET NULL,  -- NULL: unlabelled
     PRIMARY KEY (video_id, id)
+);
+-- The project's label set (the data folder's, shared by its videos); app/labels.py.
+CREATE TABLE IF NOT EXISTS labels (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: COCO category ids
+    name    TEXT UNIQUE NOT NULL,
+    color   TEXT NOT NULL,
+    yolo_id INTEGER UNIQUE                  -- class id of the YOLO export; NULL: by position
 );
 CREATE TABLE IF NOT EXISTS actions (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -105,10 +113,40 @@ CREATE TABLE IF NOT EXISTS job_plans (
     resumed    INTEGER NOT NULL DEFAULT 0,  -- frames kept from the job it resumed
     motion     INTEGER NOT NULL DEFAULT 0   -- 1: motion-aware tracking (SAMURAI)
 );
+-- Review hints (app/review.py): what the model said about each tracked frame and object,
+-- and its "needs review" score; written with the frame's masks. box: NULL when empty.
+CREATE TABLE IF NOT EXISTS frame_signals (
+    video_id     INTEGER NOT NULL,
+    frame        INTEGER NOT NULL,
+    obj          INTEGER NOT NULL,
+    object_score REAL NOT NULL,
+    iou          REAL,
+    area         INTEGER NOT NULL,
+    x0 REAL, y0 REAL, x1 REAL, y1 REAL,
+    motion       REAL,
+    score        REAL NOT NULL,
+    flagged      INTEGER NOT NULL,          -- with the threshold of the time
+    prompted     INTEGER NOT NULL DEFAULT 0, -- the object has prompts there: not shown
+    version      INTEGER NOT NULL,
+    PRIMARY KEY (video_id, frame, obj),
+    FOREIGN KEY (video_id, obj) REFERENCES objects(video_id, id) ON DELETE CASCADE
+) WITHOUT ROWID;
+-- Frames and objects the annotator looked at (review/seen) or edited.
+CREATE TABLE IF NOT EXISTS reviewed (
+    video_id INTEGER NOT NULL,
+    frame    INTEGER NOT NULL,
+    obj      INTEGER NOT NULL,
+    at       REAL NOT NULL,
+    PRIMARY KEY (video_id, frame, obj),
+    FOREIGN KEY (video_id, obj) REFERENCES objects(video_id, id) ON DELETE CASCADE
+) WITHOUT ROWID;
 """
 # Columns added after their table first shipped: (table, column, declaration). A data
 # folder made before one was added gets it when opened (old rows take the default).
-ADDED_COLUMNS = (("job_plans", "motion", "INTEGER NOT NULL DEFAULT 0"),)
+ADDED_COLUMNS = (
+    ("job_plans", "motion", "INTEGER NOT NULL DEFAULT 0"),
+    ("objects", "label_id", "INTEGER REFERENCES labels(id) ON DELETE SET NULL"),
+)
 
 
 class Database:

@@ -5,7 +5,8 @@ and tracked masks). Frames are decoded one at a time, so a long video never sits
 memory whole. The PNG and overlay writers are masklet's own (`masklet.export`); the
 COCO and SA-V files are assembled from the stored COCO RLEs directly, in the layout
 of `video_masks_to_coco` / `video_masks_to_sav` / `image_masks_to_coco` (a test checks
-that the files are identical to theirs). Every file is written atomically.
+that the files are identical to theirs), with one COCO category per label of the project
+(app/labels.py). The YOLO-seg zip is app/yolo.py's. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from pycocotools import mask as mask_utils
 
 from masklet.app import store
 from masklet.app.errors import AppError, not_found
+from masklet.app.labels import coco_categories, list_labels, yolo_classes
 from masklet.app.maskcodec import decode_rle, label_map
 from masklet.app.media import Media
+from masklet.app.yolo import write_yolo
 from masklet.export import (
     OverlayVideoWriter,
     atomic_write,
@@ -36,7 +39,7 @@ from masklet.export import (
     write_json,
 )
 
-FORMATS = ("davis", "coco", "sav", "overlay")
+FORMATS = ("davis", "coco", "sav", "overlay", "yolo", "review-csv")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 if TYPE_CHECKING:
@@ -100,14 +103,18 @@ class Exporter:
         media = store.media_of(row)
         if fmt == "sav" and media.kind != "video":
             raise AppError(400, "SA-V JSON is for videos; export image sets as COCO")
+        if fmt == "review-csv" and media.kind != "video":
+            raise AppError(400, "review hints are for videos: images are not tracked")
         snapshot: Snapshot = {}
         for r in store.shown_masks(svc.db, video_id):
             if r["area"] > 0:
                 snapshot.setdefault(r["frame"], []).append((r["obj"], r["rle"], r["area"]))
         objects = store.objects(svc.db, video_id)
         stem = _SAFE.sub("_", row["name"]).strip("._") or f"video{video_id}"
+        if fmt == "yolo":
+            return self._yolo(video_id, media, snapshot, objects, stem)
         write = {"davis": self._davis, "coco": self._coco, "sav": self._sav,
-                 "overlay": self._overlay}[fmt]
+                 "overlay": self._overlay, "review-csv": self._review_csv}[fmt]
         path = write(video_id, media, snapshot, objects, stem)
         return self._describe(video_id, fmt, path)
 
@@ -153,19 +160,22 @@ class Exporter:
         return target
 
     def _coco(self, video_id, media, snapshot, objects, stem) -> Path:
-        names = {"objects": [{k: o[k] for k in ("id", "name", "color")} for o in objects]}
+        names = {"objects": [{k: o[k] for k in ("id", "name", "color", "label")}
+                             for o in objects]}
+        cats = coco_categories(list_labels(self.svc.db), objects)
         if media.kind == "video":
-            data = self._coco_video(media, snapshot, objects, row_name=stem)
+            data = self._coco_video(media, snapshot, cats, row_name=stem)
         else:
-            data = self._coco_images(media, snapshot, objects)
+            data = self._coco_images(media, snapshot, cats)
         target = self.folder(video_id) / f"{stem}_coco.json"
         write_json(target, {**data, "masklet": names})
         return target
 
-    def _coco_video(self, media: Media, snapshot: Snapshot, objects: list[dict],
-                    row_name: str) -> dict:
-        """COCO video JSON; each object is its own category (named as in the app) and its
-        annotations carry its id as both ``category_id`` and ``track_id``."""
+    def _coco_video(self, media: Media, snapshot: Snapshot,
+                    cats: tuple[list[dict], dict[int, int]], row_name: str) -> dict:
+        """COCO video JSON; `cats` = (categories, object id -> category id): one category
+        per label (`labels.coco_categories`); annotations carry the object id as
+        ``track_id``."""
         h, w = media.height, media.width
         if media.location.is_dir():
             names = list(media.frame_names)
@@ -178,22 +188,32 @@ class Exporter:
             for obj, counts, area in sorted(snapshot.get(index, [])):
                 annotations.append(_annotation(
                     counts, h, w, area, id=len(annotations) + 1, image_id=index + 1,
-                    video_id=1, category_id=obj, track_id=obj))
+                    video_id=1, category_id=cats[1][obj], track_id=obj))
         return {"videos": [{"id": 1, "name": row_name, "height": h, "width": w,
                             "length": len(images)}],
-                "images": images, "annotations": annotations,
-                "categories": [{"id": o["id"], "name": o["name"]} for o in objects]}
+                "images": images, "annotations": annotations, "categories": cats[0]}
 
-    def _coco_images(self, media: Media, snapshot: Snapshot, objects: list[dict]) -> dict:
+    def _coco_images(self, media: Media, snapshot: Snapshot,
+                     cats: tuple[list[dict], dict[int, int]]) -> dict:
         images, annotations = [], []
         for index, name in enumerate(media.frame_names):
             w, h = media.frame_size(index)
             images.append({"id": index + 1, "file_name": name, "height": h, "width": w})
             for obj, counts, area in sorted(snapshot.get(index, [])):
                 annotations.append(_annotation(counts, h, w, area, id=len(annotations) + 1,
-                                               image_id=index + 1, category_id=obj))
-        categories = [{"id": o["id"], "name": o["name"]} for o in objects]
-        return {"images": images, "annotations": annotations, "categories": categories}
+                                               image_id=index + 1, category_id=cats[1][obj],
+                                               track_id=obj))
+        return {"images": images, "annotations": annotations, "categories": cats[0]}
+
+    def _yolo(self, video_id, media, snapshot, objects, stem) -> dict:
+        """YOLO-seg zip (app/yolo.py); the answer counts the objects left out unlabelled."""
+        labels = list_labels(self.svc.db)
+        classes = yolo_classes(labels)
+        class_of = {o["id"]: classes[o["label"]] for o in objects if o["label"] is not None}
+        target = self.folder(video_id) / f"{stem}_yolo.zip"
+        left_out = write_yolo(target, stem, media, snapshot, class_of,
+                              {classes[lab["id"]]: lab["name"] for lab in labels})
+        return {**self._describe(video_id, "yolo", target), "unlabelled_objects": left_out}
 
     def _sav(self, video_id, media, snapshot, objects, stem) -> Path:
         h, w = media.height, media.width
@@ -205,10 +225,16 @@ class Exporter:
                     for obj, counts, _ in snapshot.get(frame, [])}
             masklet.append([have.get(obj, empty) for obj in ids])
         data = {"video_id": stem, "video_height": h, "video_width": w, "masklet": masklet,
-                "masklet_id": ids, "masklet_num": len(ids)}
+                "masklet_id": ids, "masklet_num": len(ids),
+                "masklet_review": self.svc.review.sav_flags(video_id, media.num_frames, ids)}
         target = self.folder(video_id) / f"{stem}_sav.json"
         write_json(target, data)
         return target
+
+    def _review_csv(self, video_id, media, snapshot, objects, stem) -> Path:
+        """Review hints per tracked frame and object (app/review.py)."""
+        return self.svc.review.write_csv(self.folder(video_id) / f"{stem}_review-csv.csv",
+                                         video_id)
 
     def _overlay(self, video_id, media, snapshot, objects, stem) -> Path:
         palette = _palette(objects)

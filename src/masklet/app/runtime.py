@@ -26,6 +26,7 @@ from masklet.modeling.sam2 import SAM2Model
 from masklet.predictor.image import ImagePredictor
 from masklet.predictor.prompts import mask_prompt
 from masklet.predictor.video import VideoPredictor
+from masklet.tracking.signals import FrameSignals
 from masklet.tracking.state import FrameOutput
 from masklet.tracking.step import memory_of_prompted
 
@@ -213,6 +214,11 @@ class VideoRuntime:
                     out.maskmem_features = memory_of_prompted(model, feats, out)
                     obj.non_cond_outputs[frame] = out
                     obj.frames_tracked[frame] = reverse
+
+    def frame_signals(self, frame: int) -> dict[int, FrameSignals]:
+        """Each object's model signals on a frame just tracked (for the review hints)."""
+        with self.host.call(bounded=False):
+            return self.host.video.frame_signals(self.session, frame)
 
     def drop_object(self, obj: int) -> None:
         if self.session is not None and obj in self.session.objects:

@@ -38,6 +38,8 @@ from masklet.app.bodies import (
     TrackBody,
 )
 from masklet.app.errors import AppError
+from masklet.app.labeling_routes import labeling_routes
+from masklet.app.review import review_routes
 from masklet.app.service import AnnotationService
 
 FORM_SLACK = 64 * 1024  # multipart headers and small fields around the file itself
@@ -169,6 +171,8 @@ def create_app(svc: AnnotationService, static_dir: Path | None = None) -> FastAP
     _video_routes(app, svc)
     _edit_routes(app, svc)
     _track_and_export_routes(app, svc)
+    labeling_routes(app, svc)  # labels and the brush
+    review_routes(app, svc)  # review hints
     static = static_dir or Path(str(resources.files("masklet.app") / "static"))
 
     @app.get("/favicon.ico", include_in_schema=False)
@@ -315,7 +319,8 @@ def _edit_routes(app: FastAPI, svc: AnnotationService) -> None:
     @app.patch("/api/videos/{video_id}/objects/{obj}")
     def update_object(video_id: PathInt, obj: PathInt, body: ObjectPatch) -> dict:
         return svc.update_object(video_id, obj, name=body.name, color=body.color,
-                                 expected_version=body.expected_version)
+                                 expected_version=body.expected_version,
+                                 set_label="label" in body.model_fields_set, label=body.label)
 
     @app.delete("/api/videos/{video_id}/objects/{obj}")
     def delete_object(video_id: PathInt, obj: PathInt) -> dict:

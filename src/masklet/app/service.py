@@ -14,10 +14,12 @@ from pathlib import Path
 
 from masklet.app import store
 from masklet.app.browse import browse
+from masklet.app.brush import BrushEditor
 from masklet.app.core import AppConfig, ServiceCore
 from masklet.app.editing import PromptEditor
 from masklet.app.errors import AppError, conflict, not_found
 from masklet.app.exports import Exporter
+from masklet.app.labels import LabelBook, check_label
 from masklet.app.maskcodec import (
     check_color,
     data_url,
@@ -29,6 +31,7 @@ from masklet.app.maskcodec import (
 )
 from masklet.app.media import Media, probe_path, probe_upload
 from masklet.app.metrics import video_metrics
+from masklet.app.review import ReviewDesk
 from masklet.app.tracking import Tracker
 from masklet.modeling.sam2 import SAM2Model
 
@@ -47,6 +50,9 @@ class AnnotationService(ServiceCore):
         self.prompts = PromptEditor(self)
         self.tracker = Tracker(self)
         self.exporter = Exporter(self)
+        self.labels = LabelBook(self.db)  # the project's label set (app/labels.py)
+        self.brush = BrushEditor(self)
+        self.review = ReviewDesk(self)  # review hints (app/review.py)
 
     # ------------------------------------------------------------------- videos
     def summary(self, row) -> dict:
@@ -153,7 +159,9 @@ class AnnotationService(ServiceCore):
         store.record_event(conn, video_id, "object", obj=obj)
 
     def update_object(self, video_id: int, obj: int, *, name: str | None, color: str | None,
-                      expected_version: int | None) -> dict:
+                      expected_version: int | None, set_label: bool = False,
+                      label: int | None = None) -> dict:
+        """Rename / recolour an object; with `set_label`, give it `label` (None: none)."""
         with self.locked(video_id, expected_version):
             self.object_row(video_id, obj)
             with self.db.transaction() as conn:
@@ -163,6 +171,11 @@ class AnnotationService(ServiceCore):
                 if color is not None:
                     conn.execute("UPDATE objects SET color = ? WHERE video_id = ? AND id = ?",
                                  (_color(color), video_id, obj))
+                if set_label:
+                    if label is not None:
+                        check_label(conn, label)  # 422, the transaction rolled back
+                    conn.execute("UPDATE objects SET label_id = ? WHERE video_id = ? AND id = ?",
+                                 (label, video_id, obj))
                 store.record_event(conn, video_id, "object", obj=obj)
                 version = store.bump_version(conn, video_id)
         self.changed(video_id, version, "object")

@@ -73,6 +73,8 @@ def video_summary(row: sqlite3.Row, tracking: bool) -> dict:
     return {"id": row["id"], "name": row["name"], "kind": row["kind"], "source": row["source"],
             "num_frames": row["num_frames"], "width": row["width"], "height": row["height"],
             "fps": row["fps"], "version": row["version"], "created_at": row["created_at"],
+            # Tells apart sessions of the same name: where it was opened from.
+            "location": row["location"] if row["source"] == "path" else "upload",
             "tracking": tracking}
 
 
@@ -100,7 +102,7 @@ def record_event(conn: sqlite3.Connection, video_id: int, kind: str, *, obj: int
 # ------------------------------------------------------------------------ objects
 def object_json(row: sqlite3.Row) -> dict:
     return {"id": row["id"], "name": row["name"], "color": row["color"],
-            "created_at": row["created_at"]}
+            "created_at": row["created_at"], "label": row["label_id"]}
 
 
 def objects(db: Database, video_id: int) -> list[dict]:
@@ -130,6 +132,9 @@ def insert_action(conn: sqlite3.Connection, video_id: int, group_id: int, frame:
         "mask_rle, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (video_id, group_id, frame, obj, kind, dump(points), dump(labels), dump(box), mask_rle,
          time.time()))
+    # Any edit of (frame, object) means the annotator has looked at it (review hints).
+    conn.execute("INSERT OR REPLACE INTO reviewed (video_id, frame, obj, at) VALUES (?, ?, ?, ?)",
+                 (video_id, frame, obj, time.time()))
     return int(cur.lastrowid)
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from masklet.app import store
 from masklet.app.errors import AppError
 from masklet.app.maskcodec import decode_rle, encode_rle
+from masklet.app.review import ReviewRecorder, store_rows
 from masklet.app.runtime import FrameMasks, VideoRuntime
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class TrackJob:
     done: int = 0
     resumed: int = 0  # frames kept from the job this one resumes (counted in `done`)
     seed: dict[int, dict] | None = None  # frame -> stored masks to rebuild memory from
+    review: ReviewRecorder | None = None  # scores each written frame (app/review.py)
     frame: int | None = None
     state: str = "running"
     error: str | None = None
@@ -141,6 +143,7 @@ class Tracker:
                                motion)
             if last is not None:
                 self._resume_from(job, last, rt)
+            job.review = svc.review.recorder(video_id, job.prompted, rt.frame_signals)
             svc.register_job(job)
             job.thread = threading.Thread(target=self._run, args=(job, rt),
                                           name=f"masklet-track-{video_id}", daemon=True)
@@ -236,7 +239,9 @@ class Tracker:
         try:
             if job.seed and not job.cancelled.is_set():
                 rt.seed_memory(job.seed, job.passes[0][1])
-            for start, reverse, count in job.passes:
+            for i, (start, reverse, count) in enumerate(job.passes):
+                if job.review is not None:
+                    job.review.begin_pass(start, reverse, resumed=i == 0 and job.resumed > 0)
                 for frame, masks in rt.track(start, count - 1, reverse, job.motion):
                     self._write_frame(job, frame, masks)
                     if job.cancelled.is_set():
@@ -254,11 +259,14 @@ class Tracker:
             self._finish(job)
 
     def _write_frame(self, job: TrackJob, frame: int, masks: FrameMasks) -> None:
+        """The frame's tracked masks, its review rows and the job's progress, together."""
+        review = job.review.rows(frame, masks) if job.review is not None else []
         encoded = {obj: encode_rle(mask) for obj, mask in masks.items()
                    if (frame, obj) not in job.prompted}
         with self.svc.db.transaction() as conn:
             for obj, (rle, area) in encoded.items():
                 store.put_mask(conn, job.video_id, frame, obj, "track", rle, area, job.version)
+            store_rows(conn, job.video_id, review, job.version)
             conn.execute("UPDATE jobs SET done = done + 1, frame = ? WHERE id = ?",
                          (frame, job.id))
         job.done += 1

@@ -10,6 +10,7 @@ from masklet.cli.batch import batch_cmd
 from masklet.cli.common import CliError
 from masklet.cli.demo import demo_cmd
 from masklet.cli.evaluate import eval_cmd
+from masklet.cli.export import export_cmd
 from masklet.cli.image import image_cmd
 from masklet.cli.info import info_cmd
 from masklet.cli.serve import serve_cmd
@@ -46,3 +47,4 @@ main.add_command(eval_cmd)
 main.add_command(demo_cmd)
 main.add_command(serve_cmd)
 main.add_command(batch_cmd)
+main.add_command(export_cmd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -31,10 +32,13 @@ from masklet.cli.common import (
               metavar="OUT",
               help="Output folder (created; must not exist or be empty).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--onnx", "onnx_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Run on the ONNX graphs `masklet export` wrote to DIR (torch-free runtime: "
+                   "pip install ./runtime) instead of building a PyTorch model.")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @user_errors
-def image_cmd(image, points, box, multimask, out_dir, overwrite, preset, checkpoint,
+def image_cmd(image, points, box, multimask, out_dir, overwrite, onnx_dir, preset, checkpoint,
               random_weights, device, dtype, quiet):
     """Segment the object at the given clicks / box of IMAGE.
 
@@ -52,8 +56,14 @@ def image_cmd(image, points, box, multimask, out_dir, overwrite, preset, checkpo
     check_image_path(image)
     check_out_dir(out_dir, overwrite)
     rgb = load_image(image)
-    model = load_model(preset, checkpoint, device, quiet, random_weights)
-    predictor = ImagePredictor(model)
+    if onnx_dir is not None:
+        from masklet.cli import onnx_backend
+
+        onnx_backend.model_options_with_onnx(preset, checkpoint, random_weights, device, dtype)
+        predictor, precision = onnx_backend.image_predictor(onnx_dir), contextlib.nullcontext()
+    else:
+        model = load_model(preset, checkpoint, device, quiet, random_weights)
+        predictor, precision = ImagePredictor(model), autocast(model.device, dtype)
     coords = labels = None
     if points:
         parsed = [parse_point(p) for p in points]
@@ -62,7 +72,7 @@ def image_cmd(image, points, box, multimask, out_dir, overwrite, preset, checkpo
     box_arr = None if box is None else np.array(parse_floats(box, 4, "box"), dtype=np.float32)
     if multimask is None:
         multimask = box is None and len(points) == 1
-    with autocast(model.device, dtype):
+    with precision:
         predictor.set_image(rgb)
         masks, scores, _ = predictor.predict(coords, labels, box_arr, multimask_output=multimask)
     order = np.argsort(-scores)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from masklet.cli.checks import check_creatable_dir
+from masklet.cli.checks import FiniteRange, check_creatable_dir
 from masklet.cli.common import (
     CliError,
     CliFailure,
@@ -94,6 +94,22 @@ def _run_until_stopped(server, sock: socket.socket, announce: Callable[[], None]
     return interrupted
 
 
+def _merge_labels(book, specs, path: Path) -> None:
+    """Merge a `--labels` file (all or nothing) and say what changed."""
+    try:
+        added, updated = book.merge(specs)
+    except ValueError as err:
+        raise CliError(f"--labels {path}: {err}") from None
+    click.echo(f"masklet: labels from {path}: {added} added, {updated} updated", err=True)
+
+
+def _review_config(threshold: float | None):
+    """The review hints' settings: the defaults, with `--review-threshold` when given."""
+    from masklet.tracking.review import ReviewConfig
+
+    return ReviewConfig() if threshold is None else ReviewConfig(threshold=threshold)
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -128,18 +144,29 @@ def _is_loopback(host: str) -> bool:
 @click.option("--model-wait-s", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="How long a request waits for the model (busy with "
                                       "another) before it is answered 503.")
+@click.option("--max-brush-points", type=click.IntRange(min=1), default=2000,
+              show_default=True, help="Most points in one brush stroke.")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), default=None, help="A label set merged into the data folder's "
+              "at start: a JSON list [{\"name\": ..., \"color\": \"#rrggbb\", \"yolo_id\": "
+              "0}] or a text file with one name per line (existing names are updated).")
+@click.option("--review-threshold", type=FiniteRange(0, 1), default=None,
+              help="Review hints: flag a tracked frame when its 'needs review' score (0..1) "
+                   "reaches this (default: masklet.tracking.review.ReviewConfig's).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="warning", show_default=True, help="How much the server logs.")
 @model_options
 @user_errors
 def serve_cmd(host, port, roots, data_dir, max_upload_mb, allow_hosts, max_json_mb,
-              max_points_per_prompt, max_points_per_frame, model_wait_s, log_level, preset,
-              checkpoint, random_weights, device, dtype):
+              max_points_per_prompt, max_points_per_frame, model_wait_s, max_brush_points,
+              labels_file, review_threshold, log_level, preset, checkpoint, random_weights,
+              device, dtype):
     """Start the annotation app: open the printed address in a browser."""
     try:
         import uvicorn
 
         from masklet.app.db import DataDirBusy
+        from masklet.app.labels import LabelBook, parse_label_file
         from masklet.app.server import create_app
         from masklet.app.service import AnnotationService, AppConfig
     except ImportError as err:
@@ -148,6 +175,10 @@ def serve_cmd(host, port, roots, data_dir, max_upload_mb, allow_hosts, max_json_
 
     data_dir = (data_dir or default_data_dir()).expanduser()
     check_creatable_dir(data_dir, "--data-dir")
+    try:  # read before anything starts: a malformed file changes nothing
+        label_specs = parse_label_file(labels_file) if labels_file is not None else []
+    except ValueError as err:
+        raise CliError(f"--labels: {err}") from None
     sock = bind(host, port)
     roots = list(roots) or [Path.cwd()]
     try:
@@ -163,6 +194,8 @@ def serve_cmd(host, port, roots, data_dir, max_upload_mb, allow_hosts, max_json_
                        allowed_hosts=(host, *allow_hosts), max_json_mb=max_json_mb,
                        max_points_per_prompt=max_points_per_prompt,
                        max_points_per_frame=max_points_per_frame, model_wait_s=model_wait_s,
+                       max_brush_points=max_brush_points,
+                       review=_review_config(review_threshold),
                        bfloat16=dtype == "bfloat16",
                        model_name=_model_name(preset, checkpoint, random_weights),
                        demo_model=checkpoint is None and not random_weights)
@@ -172,6 +205,8 @@ def serve_cmd(host, port, roots, data_dir, max_upload_mb, allow_hosts, max_json_
         sock.close()
         raise CliError(str(err)) from None
     try:
+        if label_specs:
+            _merge_labels(LabelBook(service.db), label_specs, labels_file)
         server = uvicorn.Server(uvicorn.Config(create_app(service), log_level=log_level,
                                                timeout_graceful_shutdown=3))
         interrupted = _run_until_stopped(

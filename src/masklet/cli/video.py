@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from masklet.cli.checks import FiniteRange
+from masklet.cli.checks import FiniteRange, check_new_file
 from masklet.cli.common import (
     CliError,
     autocast,
@@ -18,6 +18,7 @@ from masklet.cli.common import (
     user_errors,
 )
 from masklet.cli.prompts import VideoPrompt, parse_inline, read_prompt_file
+from masklet.cli.review_csv import ReviewLog
 
 FOLDER_FPS = 24.0  # overlay frame rate for a folder of frames, which records none
 
@@ -47,11 +48,19 @@ FOLDER_FPS = 24.0  # overlay frame rate for a folder of frames, which records no
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model first (about a minute; pays off on long videos).")
+@click.option("--onnx", "onnx_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Track with the ONNX graphs `masklet export` wrote to DIR (torch-free "
+                   "streaming runtime: pip install ./runtime); tracks forwards: an object "
+                   "shows from its first prompted frame on.")
+@click.option("--review-csv", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Also write review hints: per tracked frame and object the model's "
+                   "signals, a 'needs review' score and whether it is flagged.")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages.")
 @user_errors
 def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, motion, overwrite,
-              compile_model, preset, checkpoint, random_weights, device, dtype, quiet):
+              compile_model, onnx_dir, review_csv, preset, checkpoint, random_weights, device,
+              dtype, quiet):
     """Track objects through VIDEO (a video file or a folder of JPEG frames).
 
     Prompts go on any frames; tracking runs forwards from the earliest prompted frame and
@@ -68,6 +77,17 @@ def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, m
     if stream and any(p.frame != 0 for p in prompts):
         raise CliError("--stream takes prompts on frame 0 only")
     fps = overlay_fps(video, fps)
+    review = None
+    if review_csv is not None:
+        if onnx_dir is not None:
+            raise CliError("--review-csv needs the model's signals: not with --onnx")
+        check_new_file(review_csv, "--review-csv")
+        review = ReviewLog({(p.frame, p.obj_id) for p in prompts})
+    if onnx_dir is not None:
+        _onnx(onnx_dir, video, prompts, out_dir, overwrite, overlay, coco, fps, quiet,
+              stream=stream, motion=motion, compile=compile_model,
+              model_args=(preset, checkpoint, random_weights, device, dtype))
+        return
     model = load_model(preset, checkpoint, device, quiet, random_weights)
     if compile_model:
         from masklet.modeling.compile import compile_for_inference
@@ -75,7 +95,7 @@ def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, m
         compile_for_inference(model)
     if stream:
         with autocast(model.device, dtype):
-            state, labels = _stream(model, video, prompts, quiet, motion)
+            state, labels = _stream(model, video, prompts, quiet, motion, review)
         objects = len({p.obj_id for p in prompts})
     else:
         predictor = VideoPredictor(model, progress=not quiet, motion=motion)
@@ -83,12 +103,33 @@ def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, m
             state = predictor.init_state(str(video))
             for p in prompts:
                 _apply(predictor, state, p)
-            labels = _track(predictor, state)
+            labels = _track(predictor, state, review)
         objects = len(state.obj_ids)
     name = Path(video).stem if Path(video).is_file() else Path(video).name
     _write_outputs(out_dir, overwrite, name, state, labels, overlay, coco, fps, quiet)
+    if review is not None:
+        review.write(review_csv)
     if not quiet:
         click.echo(f"tracked {objects} object(s) over {len(labels)} frames; wrote {out_dir}/")
+
+
+def _onnx(onnx_dir, video, prompts, out_dir, overwrite, overlay, coco, fps, quiet, *,
+          stream, motion, compile, model_args) -> None:
+    """`masklet video --onnx DIR`: the same outputs, tracked by the torch-free runtime."""
+    from masklet.cli import onnx_backend
+    from masklet.io import open_frames
+
+    # --stream is accepted: the ONNX path always streams.
+    onnx_backend.reject_options(motion=motion, compile=compile)
+    onnx_backend.model_options_with_onnx(*model_args)
+    labels = onnx_backend.track_video(onnx_dir, video, prompts, quiet)
+    name = Path(video).stem if Path(video).is_file() else Path(video).name
+    _write_outputs(out_dir, overwrite, name, _Frames(open_frames(str(video))), labels, overlay,
+                   coco, fps, quiet)
+    if not quiet:
+        objects = len({p.obj_id for p in prompts})
+        click.echo(f"tracked {objects} object(s) over {len(labels)} frames with ONNX Runtime; "
+                   f"wrote {out_dir}/")
 
 
 def overlay_fps(video: Path, fps: float | None) -> float | Fraction:
@@ -124,8 +165,10 @@ def _apply(predictor, state, p: VideoPrompt) -> None:
         labels=p.labels or None, box=p.box, clear_old_points=False if not p.box else True)
 
 
-def _stream(model, video, prompts: list[VideoPrompt], quiet: bool, motion: bool = False):
-    """Track with the streaming tracker; returns (the frame source holder, label maps)."""
+def _stream(model, video, prompts: list[VideoPrompt], quiet: bool, motion: bool = False,
+            review: ReviewLog | None = None):
+    """Track with the streaming tracker; returns (the frame source holder, label maps).
+    `review` collects the review hints (--review-csv)."""
     from tqdm.auto import tqdm
 
     from masklet.export import label_map_from_masks
@@ -144,6 +187,8 @@ def _stream(model, video, prompts: list[VideoPrompt], quiet: bool, motion: bool 
                                                disable=quiet, desc="stream"):
             masks = (logits[:, 0] > 0).cpu().numpy()
             labels[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks)))
+            if review is not None:
+                review.add(frame_idx, obj_ids, masks, session.frame_signals())
     return _Frames(open_frames(str(video))), labels
 
 
@@ -154,16 +199,20 @@ class _Frames:
         self.source = source
 
 
-def _track(predictor, state) -> dict[int, np.ndarray]:
-    """Label map (uint8 object ids) of every frame."""
+def _track(predictor, state, review: ReviewLog | None = None) -> dict[int, np.ndarray]:
+    """Label map (uint8 object ids) of every frame; `review` collects the review hints."""
     from masklet.export import label_map_from_masks
 
     labels: dict[int, np.ndarray] = {}
     first = min(f for obj in state.objects.values() for f in obj.input_frames())
     for reverse in (False, True) if first > 0 else (False,):
+        if review is not None:
+            review.begin_pass()
         for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, reverse=reverse):
             masks = (logits[:, 0] > 0).cpu().numpy()
             labels[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks)))
+            if review is not None:
+                review.add(frame_idx, obj_ids, masks, predictor.frame_signals(state, frame_idx))
     return dict(sorted(labels.items()))
 
 

@@ -128,6 +128,28 @@ def apply_axial_rope(
     return q, torch.cat([rotated, k[..., num_rope:, :]], dim=-2)
 
 
+def apply_axial_rope_traced(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    num_k_exclude: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`apply_axial_rope` with repeated keys for a tensor count of unrotated keys (export).
+
+    q: [B, heads, Nq, c]; k: [B, heads, Nk, c]; num_k_exclude: [] int64. No shape or branch
+    depends on the count (an exported graph keeps Nk and the count dynamic): every key is
+    rotated by the query position i mod Nq, then the trailing ``num_k_exclude`` keys take
+    back their unrotated values. Real arithmetic only (ONNX has no complex numbers).
+    """
+    q = rotate_pairs(q.float(), cos, sin).to(q.dtype)
+    index = torch.arange(k.shape[-2], device=k.device)
+    grid = index % q.shape[-2]
+    rotated = rotate_pairs(k.float(), cos[grid], sin[grid]).to(k.dtype)
+    keep = (index < k.shape[-2] - num_k_exclude).unsqueeze(-1)
+    return q, torch.where(keep, rotated, k)
+
+
 class RoPEAttention(Attention):
     """Multi-head attention whose queries and keys carry axial rotary position encoding.
 
@@ -191,7 +213,10 @@ class RoPEAttention(Attention):
     def rotate(self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                num_k_exclude: int) -> tuple[torch.Tensor, torch.Tensor]:
         """q: [B, heads, Nq, c], k: [B, heads, Nk, c] rotated by the query grid's tables
-        (keys repeat it over memory frames); the last ``num_k_exclude`` keys are not."""
+        (keys repeat it over memory frames); the last ``num_k_exclude`` keys are not.
+        A tensor ``num_k_exclude`` (ONNX export) takes the shape-independent path."""
+        if isinstance(num_k_exclude, torch.Tensor):
+            return apply_axial_rope_traced(q, k, cos, sin, num_k_exclude)
         return apply_axial_rope(q, k, cos, sin, repeat_k=self.rope_k_repeat,
                                 num_k_exclude=num_k_exclude, inplace=not torch.is_grad_enabled())
 
@@ -209,7 +234,7 @@ class RoPEAttention(Attention):
         grid's (H, W), see the class docstring for the default. Queries of batch 1 are
         shared by all B key sets (objects tracked on the same frame).
         """
-        if q.shape[-2] != k.shape[-2] and not self.rope_k_repeat:
+        if not self.rope_k_repeat and q.shape[-2] != k.shape[-2]:
             raise ValueError("keys and queries differ in length but rope_k_repeat is False")
         late = self.values_late()
         q, k = self.split_heads(linear(q, self.q_proj)), self.split_heads(linear(k, self.k_proj))

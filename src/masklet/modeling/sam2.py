@@ -221,7 +221,21 @@ class SAM2Model(nn.Module):
                     align_corners=False, antialias=True,
                 )
         sparse, dense = self.encode_prompts(points, mask_prompt, b)
-        dec = self.sam_mask_decoder(
+        dec = self.run_mask_decoder(backbone_features, high_res_features, sparse, dense,
+                                    multimask_output)
+        return self._select_output(dec, multimask_output)
+
+    def run_mask_decoder(
+        self,
+        backbone_features: torch.Tensor,
+        high_res_features: list[torch.Tensor] | None,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        multimask_output: bool,
+    ):
+        """The mask decoder on embedded prompts: sparse [B, N', C] and dense [B, C, H, W]
+        (see `encode_prompts`) -> its raw `MaskDecoderOutput` (before `_select_output`)."""
+        return self.sam_mask_decoder(
             image_embeddings=backbone_features,
             image_pe=self.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
@@ -230,7 +244,6 @@ class SAM2Model(nn.Module):
             repeat_image=False,
             high_res_features=high_res_features,
         )
-        return self._select_output(dec, multimask_output)
 
     def _select_output(self, dec, multimask_output: bool) -> SamHeadOutput:
         low_multi, ious, tokens, obj_logits = (

@@ -37,6 +37,8 @@ class SplitGridRoPEAttention(RoPEAttention):
 
     def rotate_keys(self, k: torch.Tensor, num_k_exclude: int) -> torch.Tensor:
         """k: [B, heads, Nk, c], Nk = r * k_tokens_per_frame + num_k_exclude -> rotated k."""
+        if isinstance(num_k_exclude, torch.Tensor):
+            return self.rotate_keys_traced(k, num_k_exclude)
         num_frame_tokens = k.shape[-2] - num_k_exclude
         if num_frame_tokens % self.k_tokens_per_frame:
             raise ValueError(f"{num_frame_tokens} memory tokens are not whole frames of "
@@ -50,6 +52,20 @@ class SplitGridRoPEAttention(RoPEAttention):
         grid = rotate_pairs(frames[..., lead:, :].float(), cos, sin).to(k.dtype)
         frames = torch.cat([frames[..., :lead, :], grid], dim=-2).flatten(-3, -2)
         return torch.cat([frames, k[..., num_frame_tokens:, :]], dim=-2)
+
+    def rotate_keys_traced(self, k: torch.Tensor, num_k_exclude: torch.Tensor) -> torch.Tensor:
+        """`rotate_keys` for a tensor count of trailing unrotated keys (ONNX export): every
+        key is rotated by its frame's grid position, then the global latents and the
+        trailing keys take back their unrotated values, so no shape depends on the count."""
+        width, height = self.k_sizes
+        cos, sin = self.rope_cos_sin(height, width, k.shape[-1], k.device)
+        index = torch.arange(k.shape[-2], device=k.device)
+        lead = self.k_tokens_per_frame - self.k_grid_tokens
+        in_frame = index % self.k_tokens_per_frame
+        grid = (in_frame - lead).clamp(min=0)
+        rotated = rotate_pairs(k.float(), cos[grid], sin[grid]).to(k.dtype)
+        keep = (index < k.shape[-2] - num_k_exclude) & (in_frame >= lead)
+        return torch.where(keep.unsqueeze(-1), rotated, k)
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                num_k_exclude: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -124,7 +124,7 @@ def encode_memory(
     feats: ImageFeatures,
     high_res_masks: torch.Tensor,
     object_score_logits: torch.Tensor,
-    is_mask_from_pts: bool,
+    is_mask_from_pts: bool | torch.Tensor,
     *,
     dtype: torch.dtype | None = MEMORY_DTYPE,
 ) -> torch.Tensor:
@@ -138,7 +138,11 @@ def encode_memory(
     masks = high_res_masks
     if c.non_overlap_masks_for_mem_enc and not model.training:
         masks = non_overlapping(masks)
-    if c.binarize_mask_from_pts_for_mem_enc and is_mask_from_pts and not model.training:
+    binarize = c.binarize_mask_from_pts_for_mem_enc and not model.training
+    if binarize and isinstance(is_mask_from_pts, torch.Tensor):
+        # ONNX export: the flag is a [1] 0/1 graph input, so both cases are in the graph.
+        probs = torch.where(is_mask_from_pts > 0, (masks > 0).float(), torch.sigmoid(masks))
+    elif binarize and is_mask_from_pts:
         probs = (masks > 0).float()  # clicked frames are remembered exactly as shown
     else:
         probs = torch.sigmoid(masks)

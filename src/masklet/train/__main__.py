@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m masklet.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="JSON TrainConfig to start from")
-    p.add_argument("--model", help="preset name, e.g. masklet_nano or sam2.1_hiera_b+")
+    p.add_argument("--model", help="preset name, e.g. masklet_nano, sam2.1_hiera_b+ or edgetam")
     p.add_argument("--init-checkpoint", help="weights to fine-tune from (.pt / .safetensors)")
     p.add_argument("--source", action="append", help="data source KIND[:PATH][@WEIGHT]")
     p.add_argument("--num-videos", type=int, help="distinct synthetic videos")

@@ -70,7 +70,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with layer-wise lr decay on the Hiera trunk and a cosine schedule.
+    """AdamW with layer-wise lr decay on the trunk (see `masklet.train.optim`) and a
+    cosine schedule.
 
     The official recipe has no warmup; the lr falls from its start value to
     ``final_lr_ratio`` of it over the run. ``vision_lr`` applies to ``image_encoder.*``.
@@ -175,6 +176,10 @@ class TrainConfig:
         device: "cpu", "cuda", ... (default: this process's CUDA device if any).
         backend: torch.distributed backend (default: nccl on CUDA, else gloo).
         amp: bf16 autocast on CUDA (as the official recipe); ignored elsewhere.
+        freeze_batch_norm: keep batch norms (EdgeTAM's RepViT trunk) on their running
+            statistics while their scale and shift train; False updates the statistics
+            from each clip's frames, e.g. to train a RepViT from scratch (see
+            `masklet.train.trainer.freeze_batch_norms`).
     """
 
     model: str = "masklet_nano"
@@ -195,6 +200,7 @@ class TrainConfig:
     device: str | None = None
     backend: str | None = None
     amp: bool = True
+    freeze_batch_norm: bool = True
     prompts: PromptConfig = field(default_factory=PromptConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

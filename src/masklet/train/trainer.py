@@ -79,16 +79,27 @@ class TrainResult:
 def model_config_for(config: TrainConfig) -> ModelConfig:
     """The preset, with the resolution and stochastic depth the run asks for."""
     model_cfg = get_config(config.model)
-    if not isinstance(model_cfg.trunk, HieraConfig):
-        # Layer-wise lr decay and stochastic depth are defined on Hiera's blocks.
-        raise ValueError(f"training supports the Hiera presets; {model_cfg.name!r} "
-                         "(EdgeTAM) cannot be trained or fine-tuned by masklet yet")
     if config.image_size is not None:
         model_cfg = model_cfg.with_image_size(config.image_size)
     if config.drop_path_rate is not None:
+        if not isinstance(model_cfg.trunk, HieraConfig):
+            # EdgeTAM's RepViT (timm's repvit_m1 as EdgeTAM builds it) has no drop path.
+            raise ValueError(f"drop_path_rate applies to Hiera trunks; {model_cfg.name!r} "
+                             "has a RepViT trunk without stochastic depth")
         trunk = dataclasses.replace(model_cfg.trunk, drop_path_rate=config.drop_path_rate)
         model_cfg = dataclasses.replace(model_cfg, trunk=trunk)
     return model_cfg
+
+
+def freeze_batch_norms(model: torch.nn.Module) -> int:
+    """Put every batch norm in eval mode (running statistics used, not updated; scale and
+    shift still train); returns how many. Why: a sample is one clip, a small batch of
+    correlated frames, whose statistics would replace the pretrained ones, and the
+    processes of a run do not synchronise statistics (rank 0's would be saved)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.eval()
+    return len(norms)
 
 
 def _sample_seed(seed: int, step: int, slot: int) -> int:
@@ -108,6 +119,8 @@ class Trainer:
         self.model = build_model(self.model_config, checkpoint=config.init_checkpoint,
                                  random_weights=config.init_checkpoint is None,
                                  device=self.device, eval_mode=False)
+        if config.freeze_batch_norm:
+            freeze_batch_norms(self.model)  # EdgeTAM's RepViT; SAM 2 has none
         broadcast_parameters(self.model, self.ctx)
         self.embed_monitor = EmbedScaleMonitor(self.model)
         self.optimizer = build_optimizer(self.model, config.optim)

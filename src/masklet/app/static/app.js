@@ -12,6 +12,9 @@ import { Editor } from "./editing.js";
 import { TrackControl } from "./tracking.js";
 import { bindTransfer, refreshExports } from "./transfer.js";
 import { StatusLine } from "./status.js";
+import { ReviewControl } from "./review.js";
+import { LabelSet } from "./labels.js";
+import { BrushTool } from "./brush.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -59,6 +62,9 @@ class App {
     this.scheduleTimeline = debounce(() => this.refreshTimeline(), 400);
     this.tracking = new TrackControl(this);
     this.editor = new Editor(this);
+    this.review = new ReviewControl(this);
+    this.labels = new LabelSet(this);
+    this.brush = new BrushTool(this);
     this.bindControls();
     bindKeys(this);
     bindOpenPanel(this);
@@ -87,6 +93,8 @@ class App {
       const demo = info.demo_model ? " · demo model: rough masks" : "";
       $("model-info").textContent = `${info.model} · ${info.image_size}px · ${info.device}${demo}`;
       this.info = info;
+      // The label set is not needed to open a video: a failure is shown, not fatal.
+      await this.labels.refresh().catch((e) => this.showError(e));
       await this.refreshVideos();
       const hash = new URLSearchParams(location.hash.slice(1));
       if (hash.has("video")) {
@@ -120,6 +128,7 @@ class App {
     $("video-name").value = detail.name;
     $("export-links").replaceChildren();
     this.timeline.setLength(detail.num_frames);
+    this.review.reset();
     this.applyDetail(detail);
     const known = detail.objects.some((o) => o.id === objectId);
     this.activeObject = known ? objectId : detail.objects.length ? detail.objects[0].id : null;
@@ -164,7 +173,9 @@ class App {
     const fps = detail.fps ? ` · ${detail.fps.toFixed(2)} fps` : "";
     $("video-meta").textContent = `${detail.kind}${size}${fps} · v${detail.version}`;
     if (document.activeElement !== $("video-name")) $("video-name").value = detail.name;
-    document.querySelector('[data-export="sav"]').disabled = detail.kind === "images";
+    for (const fmt of ["sav", "review-csv"]) {
+      document.querySelector(`[data-export="${fmt}"]`).disabled = detail.kind === "images";
+    }
     this.tracking.update(detail.track);
     this.renderObjects();
   }
@@ -176,6 +187,7 @@ class App {
       rename: (id, name) => this.editor.patchObject(id, { name }),
       recolour: (id, color) => this.editor.patchObject(id, { color }),
       remove: (id, name) => this.editor.deleteObject(id, name),
+      labelSelect: (obj) => this.labels.select(obj),
     });
     this.view.setPrompts(this.view.prompts, this.objectMap, this.activeObject);
     this.writeHash();
@@ -200,6 +212,8 @@ class App {
       const colours = new Map(this.video.objects.map((o) => [o.id, o.color]));
       this.timeline.setStatus(status, colours);
       this.showFrameFlags(status);
+      // The hints of a whole video are read once tracking ends, not at every progress step.
+      if (!this.tracking.running) await this.review.refresh();
     } catch (err) {
       this.showError(err);
     }
@@ -258,6 +272,7 @@ class App {
     this.frame = this.timeline.clampFrame(idx);
     this.timeline.setFrame(this.frame);
     if (this.timeline.status) this.showFrameFlags(this.timeline.status);
+    this.review.onFrame(this.frame);
     this.writeHash();
     await this.redraw();
     this.schedulePrepare();

@@ -3,8 +3,10 @@
 function typingIn(target) {
   if (target.isContentEditable) return true;
   if (target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
-  // The range slider's own arrow keys are replaced by ours, so they do not step twice.
-  return target.tagName === "INPUT" && !["range", "checkbox", "button", "color", "file"].includes(target.type);
+  // The frame slider's own arrow keys are replaced by ours, so they do not step twice;
+  // another slider (the brush radius) keeps its arrow keys.
+  if (target.tagName === "INPUT" && target.type === "range") return target.id !== "frame-slider";
+  return target.tagName === "INPUT" && !["checkbox", "button", "color", "file"].includes(target.type);
 }
 
 /** Show the help dialog, or close it when it is open. */
@@ -25,6 +27,7 @@ export function bindKeys(app) {
     }
     if (e.key === "Escape") {
       app.view.cancelDrag();
+      app.brush.cancel();
       app.tracking.cancel();
       if (typingIn(e.target)) e.target.blur();
       return;
@@ -72,6 +75,32 @@ function plainShortcut(app, e) {
       return true;
     case "?":
       toggleHelp();
+      return true;
+    default:
+      return toolOrReviewShortcut(app, e);
+  }
+}
+
+// Brush, eraser and review keys (f: next flagged frame, Shift+F: previous).
+function toolOrReviewShortcut(app, e) {
+  switch (e.key.toLowerCase()) {
+    case "b":
+      app.brush.toggle("paint");
+      return true;
+    case "e":
+      app.brush.toggle("erase");
+      return true;
+    case "[":
+      app.brush.nudgeRadius(-1);
+      return true;
+    case "]":
+      app.brush.nudgeRadius(1);
+      return true;
+    case "f":
+      app.review.step(e.shiftKey ? -1 : 1);
+      return true;
+    case "r":
+      app.review.toggleMode();
       return true;
     default:
       if (/^[1-9]$/.test(e.key)) {

@@ -1,7 +1,7 @@
 // Rendering of the side panels: objects, sessions, folder browser, measures, exports.
 // Pure DOM building; the actions are callbacks supplied by app.js.
 
-function el(tag, attrs = {}, ...children) {
+export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
@@ -44,6 +44,7 @@ export function renderObjects(list, objects, activeId, actions) {
       },
       el("span", { class: "key", title: i < 9 ? `Select with ${i + 1}` : "" }, i < 9 ? String(i + 1) : ""),
       colour, name,
+      actions.labelSelect ? actions.labelSelect(obj) : null,
       el("span", { class: "oid" }, `#${obj.id}`),
       el("button", {
         type: "button", class: "danger small", title: "Delete this object and all its masks",
@@ -70,14 +71,31 @@ export function markActiveObject(list, activeId) {
   }
 }
 
+/** "2026-12-06 19:40", local time, from epoch seconds. */
+function dateText(epoch) {
+  const d = new Date(epoch * 1000);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ` +
+    `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
 /** videos: VideoSummary list; actions: {open, remove}. */
 export function renderVideos(list, videos, currentId, actions) {
+  // Sessions that share a name are told apart by where they come from and when opened.
+  const counts = new Map();
+  for (const v of videos) counts.set(v.name, (counts.get(v.name) || 0) + 1);
   list.replaceChildren(
     ...videos.map((v) =>
-      el("li", { class: v.id === currentId ? "video active" : "video" },
+      el("li", { class: v.id === currentId ? "video active" : "video", dataset: { videoId: String(v.id) } },
         el("button", { type: "button", class: "link", onclick: () => actions.open(v.id) }, v.name),
         el("span", { class: "meta" },
           `${v.kind === "images" ? "images" : "video"} · ${v.num_frames} fr${v.tracking ? " · tracking" : ""}`),
+        counts.get(v.name) > 1
+          ? el("span", { class: "where", title: `${v.location || ""}, opened ${dateText(v.created_at)}` },
+            // The path is cut at its start when long (its end says most); the date never is.
+            el("span", { class: "path" }, el("bdi", {}, v.location || "?")),
+            el("span", { class: "date" }, dateText(v.created_at)))
+          : null,
         el("button", {
           type: "button", class: "danger small", title: "Delete this session (files opened by path are kept)",
           onclick: () => actions.remove(v.id, v.name),

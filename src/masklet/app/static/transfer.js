@@ -39,7 +39,10 @@ async function exportAs(app, format) {
   try {
     const result = await api("POST", videoPath(app.video.id, "exports"), { format });
     addExportLink($("export-links"), result).click();
-    app.setStatus(`Exported ${result.file} (saved on the server as ${result.path}).`);
+    // YOLO-seg leaves out the objects without a label: say how many, or they go unnoticed.
+    const left = result.unlabelled_objects;
+    const note = left ? ` ${left} object(s) without a label left out: give them a label and export again.` : "";
+    app.setStatus(`Exported ${result.file} (saved on the server as ${result.path}).${note}`, left ? "error" : "info");
   } catch (err) {
     app.showError(err);
   }

@@ -21,6 +21,9 @@ export class FrameView {
     this.objects = new Map();
     this.activeObject = null;
     this.drag = null;
+    // A painting tool (brush.js) that takes the pointer instead of clicks and boxes:
+    // {down, move, up, cancel, leave, overlay}; null: clicks and boxes.
+    this.tool = null;
     this.listen();
     new ResizeObserver(() => this.fit()).observe(stage.parentElement);
   }
@@ -106,6 +109,7 @@ export class FrameView {
       (p.points || []).forEach((pt, i) => drawPoint(ctx, pt, p.labels[i], s));
     }
     ctx.globalAlpha = 1;
+    if (this.tool) this.tool.overlay(ctx, s);
     if (this.drag && this.drag.moved) {
       const { x0, y0, x1, y1 } = this.drag;
       const obj = this.objects.get(this.activeObject);
@@ -130,12 +134,21 @@ export class FrameView {
     c.addEventListener("contextmenu", (e) => e.preventDefault());
     c.addEventListener("pointerdown", (e) => {
       if (!this.width || (e.button !== 0 && e.button !== 2)) return;
+      if (this.tool) {
+        // A painting tool (brush.js) owns the pointer: no clicks, no boxes meanwhile.
+        if (this.tool.down(e, this.toFrame(e))) c.setPointerCapture(e.pointerId);
+        return;
+      }
       const [x, y] = this.toFrame(e);
       const negative = e.button === 2 || e.shiftKey;
       this.drag = { x0: x, y0: y, x1: x, y1: y, sx: e.clientX, sy: e.clientY, negative, moved: false };
       c.setPointerCapture(e.pointerId);
     });
     c.addEventListener("pointermove", (e) => {
+      if (this.tool) {
+        this.tool.move(e, this.toFrame(e));
+        return;
+      }
       if (!this.drag) return;
       [this.drag.x1, this.drag.y1] = this.toFrame(e);
       const far = Math.hypot(e.clientX - this.drag.sx, e.clientY - this.drag.sy) > DRAG_THRESHOLD_PX;
@@ -143,6 +156,10 @@ export class FrameView {
       if (this.drag.moved) this.drawPrompts();
     });
     c.addEventListener("pointerup", (e) => {
+      if (this.tool) {
+        this.tool.up(e, this.toFrame(e));
+        return;
+      }
       const drag = this.drag;
       if (!drag) return;
       this.drag = null;
@@ -159,7 +176,13 @@ export class FrameView {
         this.onPoint(drag.x0, drag.y0, drag.negative ? 0 : 1);
       }
     });
-    c.addEventListener("pointercancel", () => this.cancelDrag());
+    c.addEventListener("pointercancel", () => {
+      if (this.tool) this.tool.cancel();
+      this.cancelDrag();
+    });
+    c.addEventListener("pointerleave", () => {
+      if (this.tool) this.tool.leave();
+    });
   }
 }
 

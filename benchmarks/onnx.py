@@ -1,0 +1,197 @@
+"""The ONNX Runtime tracker (masklet-runtime) next to masklet's PyTorch StreamingTracker.
+
+One process, same (seeded random) weights: the model is exported with
+`masklet.onnx.export_model` into a temporary folder, then
+  speed:  seconds per tracked frame in steady state (frames after --warmup) of
+          `OnnxStreamingTracker` and masklet's `StreamingTracker` (fp32, no prefetch thread,
+          so both decode and preprocess frames inline), 1 and 3 objects on the real bedroom
+          frames, run interleaved frame by frame so load from other processes falls on both
+          alike; and the image encoder alone (ONNX graph vs `SAM2Model.forward_image`).
+          Ratios are PyTorch / ONNX (above 1: ONNX Runtime is faster). Both use --threads.
+  size:   disk size of two fresh virtual environments: one with only the runtime's
+          dependencies (`pip install ./runtime`) and one with torch==2.13.0 and masklet with
+          its base dependencies (`pip install torch==2.13.0 .`).
+
+    python benchmarks/onnx.py                    # tiny at 1024 px, 1 and 3 objects, both
+    python benchmarks/onnx.py --skip-venvs --image-size 256 --frames 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(_HERE))
+from _common import cpu_line, median, print_table, rel_err  # noqa: E402
+from video import CLICKS, DEFAULT_FRAMES  # noqa: E402
+
+# This script is named onnx.py: with its folder on the path, `import onnx` (done by the
+# exporter) would find the script instead of the onnx package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="sam2.1_hiera_tiny")
+    p.add_argument("--image-size", type=int, default=1024)
+    p.add_argument("--frames-dir", type=Path, default=DEFAULT_FRAMES)
+    p.add_argument("--frames", type=int, default=12, help="frames tracked per run")
+    p.add_argument("--warmup", type=int, default=3, help="tracked frames not timed")
+    p.add_argument("--objects", type=int, nargs="+", default=[1, 3])
+    p.add_argument("--encoder-reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="torch threads and ONNX Runtime intra-op threads (default: all CPUs "
+                        "this process may use)")
+    p.add_argument("--export", type=Path, default=None,
+                   help="reuse this export of the same preset and size, made from the same "
+                        "seed-0 random weights (default: export into a temporary folder)")
+    p.add_argument("--skip-venvs", action="store_true", help="skip the install-size part")
+    p.add_argument("--venv-root", type=Path, default=Path(tempfile.gettempdir()) / "masklet-venvs")
+    return p.parse_args()
+
+
+def build_and_export(preset: str, image_size: int, folder: Path, reuse: Path | None):
+    """The seed-0 random-weight model, exported into `folder` (or `reuse`d: returned as is)."""
+    from masklet import build_model, get_config
+    from masklet.onnx import export_model
+
+    torch.manual_seed(0)
+    model = build_model(get_config(preset).with_image_size(image_size), random_weights=True)
+    if reuse is not None:
+        return model, reuse
+    start = time.perf_counter()
+    export_model(model, folder)
+    print(f"exported {preset} at {image_size} px in {time.perf_counter() - start:.0f} s "
+          f"({sum(f.stat().st_size for f in folder.iterdir()) / 2**20:.0f} MiB)")
+    return model, folder
+
+
+def encoder_rows(model, graphs, reps: int) -> list[list[str]]:
+    """Median seconds of the image encoder alone, PyTorch and ONNX, interleaved."""
+    x = torch.randn(1, 3, model.image_size, model.image_size, generator=torch.Generator()
+                    .manual_seed(0))
+    x_np = x.numpy()
+    times = {"torch": [], "onnx": []}
+    with torch.inference_mode():
+        for rep in range(reps + 1):  # the first of each is a warm-up
+            start = time.perf_counter()
+            ref = model.forward_image(x)
+            t_torch = time.perf_counter() - start
+            start = time.perf_counter()
+            out = graphs.run("image_encoder", image=x_np)
+            t_onnx = time.perf_counter() - start
+            if rep:
+                times["torch"].append(t_torch)
+                times["onnx"].append(t_onnx)
+    err = rel_err(out["image_embed"], ref.image_embed)
+    t, o = median(times["torch"]), median(times["onnx"])
+    return [["image encoder", "-", f"{t:.3f}", f"{o:.3f}", f"{t / o:.2f}x", f"{err:.1e}"]]
+
+
+def torch_frames(model, folder: Path, n_obj: int):
+    from masklet import StreamingTracker
+
+    with StreamingTracker(model, prefetch=0).start(str(folder)) as session:
+        for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
+            session.add_points(obj_id, [[x, y]], [1])
+        for frame in session:
+            yield frame.masks.float().numpy()
+
+
+def onnx_frames(graphs, folder: Path, n_obj: int):
+    from masklet_runtime.tracker import OnnxStreamingTracker
+
+    with OnnxStreamingTracker(graphs).start(str(folder)) as session:
+        for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
+            session.add_points(obj_id, [[x, y]], [1])
+        for frame in session:
+            yield np.asarray(frame.masks)
+
+
+def tracking_row(model, graphs, folder: Path, n_obj: int, frames: int, warmup: int):
+    """Steady-state seconds per frame of both trackers, run in lockstep."""
+    runs = {"torch": torch_frames(model, folder, n_obj), "onnx": onnx_frames(graphs, folder, n_obj)}
+    wall = {k: [] for k in runs}
+    last = {}
+    for _ in range(frames):
+        for name, gen in runs.items():
+            start = time.perf_counter()
+            last[name] = next(gen)
+            wall[name].append(time.perf_counter() - start)
+    for gen in runs.values():
+        gen.close()
+    t, o = (float(np.mean(wall[k][warmup:])) for k in ("torch", "onnx"))
+    err = rel_err(last["onnx"], last["torch"])
+    return ["tracking", str(n_obj), f"{t:.3f}", f"{o:.3f}", f"{t / o:.2f}x", f"{err:.1e}"]
+
+
+def venv_size(path: Path, packages: list[str]) -> int:
+    """Bytes on disk of a fresh venv at `path` after `pip install packages` (then removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    pip = subprocess.run([str(path / "bin" / "pip"), "install", "--no-cache-dir", *packages],
+                         capture_output=True, text=True)
+    if pip.returncode:
+        sys.exit(f"pip install {' '.join(packages)} failed:\n{pip.stderr[-3000:]}")
+    du = subprocess.run(["du", "-sb", str(path)], check=True, capture_output=True, text=True)
+    shutil.rmtree(path, ignore_errors=True)
+    return int(du.stdout.split()[0])
+
+
+def venv_rows(root: Path) -> list[list[str]]:
+    runtime = venv_size(root / "runtime", [str(REPO / "runtime")])
+    with_torch = venv_size(root / "torch", ["torch==2.13.0", str(REPO)])
+    return [["runtime only: pip install ./runtime", f"{runtime / 2**20:.0f} MiB"],
+            ["torch: pip install torch==2.13.0 . (masklet + base deps)",
+             f"{with_torch / 2**20:.0f} MiB"],
+            ["runtime / torch", f"{runtime / with_torch:.3f}"]]
+
+
+def main() -> None:
+    args = parse_args()
+    import onnxruntime
+
+    from masklet_runtime.graphs import load_graphs
+
+    torch.set_num_threads(args.threads)
+    print(cpu_line())
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime "
+          f"{onnxruntime.__version__} ({args.threads} intra-op threads), OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    frames = sorted(args.frames_dir.glob("*.jpg"))[: args.frames]
+    if len(frames) < args.frames:
+        sys.exit(f"need {args.frames} JPEG frames in {args.frames_dir}, found {len(frames)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "frames"
+        clip.mkdir()
+        for f in frames:
+            shutil.copy(f, clip / f.name)
+        model, export = build_and_export(args.preset, args.image_size, Path(tmp) / "export",
+                                         args.export)
+        graphs = load_graphs(export, intra_op_threads=args.threads)
+        rows = encoder_rows(model, graphs, args.encoder_reps)
+        for n in args.objects:
+            rows.append(tracking_row(model, graphs, clip, n, args.frames, args.warmup))
+    print(f"\n{args.preset} at {args.image_size} px, {args.frames} bedroom frames "
+          f"({args.warmup} warm-up, the rest averaged); seconds (wall); ratio PyTorch / ONNX; "
+          "err: max |ONNX - PyTorch| / max(1, max |PyTorch|) on the last output")
+    print_table(["what", "objects", "PyTorch s", "ONNX s", "ratio", "err"], rows)
+    if not args.skip_venvs:
+        print(f"\nfresh virtual environments under {args.venv_root} (du -sb):")
+        print_table(["venv", "size"], venv_rows(args.venv_root))
+
+
+if __name__ == "__main__":
+    main()

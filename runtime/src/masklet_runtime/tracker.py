@@ -1,0 +1,355 @@
+"""`OnnxStreamingTracker`: masklet's `StreamingTracker` on exported ONNX graphs, no PyTorch.
+
+    tracker = OnnxStreamingTracker("export_dir")
+    with tracker.start("video.mp4") as session:
+        session.add_points(1, [[210, 350]], [1])      # on frame 0, applied when it is read
+        for frame_idx, obj_ids, masks in session:      # masks: [N, 1, H, W] float32 logits
+            if frame_idx == 40:
+                session.add_box(2, [10, 20, 200, 220])  # a new object on frame 40
+
+Frames are read one at a time, forwards only. A session keeps, per object, its prompted
+frames' outputs and only the tracked outputs that later frames read; of the video it holds
+the current frame (its image and features). The masks equal masklet's StreamingTracker's
+with the same model (fp32) and prompts.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from masklet_runtime.bank import ObjectState, PointPrompt
+from masklet_runtime.graphs import load_graphs
+from masklet_runtime.postprocess import non_overlapping, resize_bilinear, resize_bilinear_aa
+from masklet_runtime.preprocess import FramePreprocessor
+from masklet_runtime.prompts import (
+    PromptError,
+    check_box,
+    check_in_frame,
+    check_points,
+    to_model_coords,
+)
+from masklet_runtime.sources import FrameSource, open_source
+from masklet_runtime.stepper import FrameFeatures, GraphStepper, Prompt
+
+MaskSink = Callable[[int, list, np.ndarray], Any]
+
+
+class UnknownObjectError(KeyError):
+    """An object id that the session does not hold."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
+class FrameSignals(NamedTuple):
+    """What the model said about one object on the current frame: ``object_score`` its
+    presence logit (> 0: visible), ``iou`` the predicted IoU of the shown mask."""
+
+    object_score: float
+    iou: float
+
+
+class TrackedFrame(NamedTuple):
+    """One frame's result: ``masks`` [num_objects, 1, H, W] float32 logits at the source
+    resolution, objects in the order of ``obj_ids`` (the order they were first prompted)."""
+
+    frame_idx: int
+    obj_ids: list[int]
+    masks: np.ndarray
+
+
+def check_obj_id(obj_id) -> int:
+    """An object id as a plain int (bools and floats are refused, not silently cast)."""
+    if isinstance(obj_id, bool):
+        raise TypeError("obj_id must be an int, got bool")
+    try:
+        return operator.index(obj_id)
+    except TypeError:
+        raise TypeError(f"obj_id must be an int, got {type(obj_id).__name__}") from None
+
+
+class OnnxStreamingTracker:
+    """Opens streaming sessions on one export with one set of options.
+
+    Args:
+        graphs: an export folder (what `masklet export` wrote) or loaded `Graphs`.
+        fill_hole_area: fill background holes up to this area in the low-res masks (0: off).
+        non_overlap_masks: make the returned masks of different objects non-overlapping.
+        intra_op_threads: ONNX Runtime threads per graph when loading a folder (None:
+            its default).
+    Raises:
+        ExportError: a folder that is not a usable export (one-line message).
+    """
+
+    def __init__(self, graphs: Any, *, fill_hole_area: int = 8, non_overlap_masks: bool = False,
+                 intra_op_threads: int | None = None) -> None:
+        if isinstance(graphs, (str, os.PathLike)):
+            graphs = load_graphs(graphs, intra_op_threads=intra_op_threads)
+        self.graphs = graphs
+        s = graphs.settings
+        self.image_size = int(s["image_size"])
+        self.preprocess = FramePreprocessor(self.image_size, s["image_mean"], s["image_std"])
+        self.fill_hole_area = fill_hole_area
+        self.non_overlap_masks = non_overlap_masks
+
+    def start(self, source: Any, *, sinks: Iterable[MaskSink] = ()) -> OnnxStreamingSession:
+        """Open a source: a video file path (or its bytes), a folder of frame images, a
+        [T, H, W, 3] uint8 array or a list of [H, W, 3] frames, or an iterator of frames
+        read live. Raises VideoReadError for a missing, unreadable or empty source."""
+        return OnnxStreamingSession(self, open_source(source), list(sinks))
+
+
+class OnnxStreamingSession:
+    """One video being tracked; iterate it (or call `step`) to process the next frame.
+
+    Prompts apply to the current frame: before the first `step` that is frame 0, and they
+    are applied when it is processed (the prompt methods then return None); afterwards it
+    is the frame `step` returned last, and a prompt re-decodes it at once and returns its
+    updated masks (a correction: an object's first prompt, or a new prompt on its prompted
+    frame, makes a prompted frame; a prompt on a frame where it was tracked refines it as a
+    tracked frame). Updated masks also go to the sinks again.
+    """
+
+    def __init__(self, tracker: OnnxStreamingTracker, source: FrameSource,
+                 sinks: list[MaskSink]) -> None:
+        self._tracker = tracker
+        self._source: FrameSource | None = source
+        self._sinks = sinks
+        # Fixed at the start: a live source learns its length only at its end, and the
+        # pointer encoding must not change then.
+        self.num_frames: int | None = source.num_frames
+        self.video_height, self.video_width = source.height, source.width
+        self.objects: OrderedDict[int, ObjectState] = OrderedDict()
+        self._stepper = GraphStepper(tracker.graphs, self.num_frames, tracker.fill_hole_area)
+        self._frame_idx = 0
+        self._processed = self._finished = self._closed = False
+        self._image: np.ndarray | None = None  # [1, 3, S, S] current frame
+        self._features: FrameFeatures | None = None
+        self._queued: list[Prompt] = []
+
+    # ---------------------------------------------------------------- status
+    @property
+    def frame_idx(self) -> int:
+        """The current frame: prompts apply to it."""
+        return self._frame_idx
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.objects)
+
+    @property
+    def finished(self) -> bool:
+        """True once the source has no frame after the current one."""
+        return self._finished
+
+    def retained_memories(self) -> int:
+        """Spatial memories held over all objects: prompted frames' plus at most
+        ``num_maskmem`` recent frames'."""
+        return sum(out.has_memory for obj in self.objects.values()
+                   for out in (*obj.cond_outputs.values(), *obj.non_cond_outputs.values()))
+
+    def retained_outputs(self) -> int:
+        """Per-frame outputs held over all objects: prompted frames' plus at most
+        ``max_obj_ptrs_in_encoder`` recent frames'."""
+        return sum(len(obj.cond_outputs) + len(obj.non_cond_outputs)
+                   for obj in self.objects.values())
+
+    def retained_frames(self) -> int:
+        """Preprocessed frames held: 1 (the current one) once read, else 0."""
+        return int(self._image is not None)
+
+    def retained_features(self) -> int:
+        """Image-feature sets held: 1 (the current frame's) once computed, else 0."""
+        return int(self._features is not None)
+
+    def frame_signals(self) -> dict[int, FrameSignals]:
+        """Each object's signals on the current frame; empty before the first `step`."""
+        if not self._processed:
+            return {}
+        outs = {obj_id: obj.output_at(self._frame_idx) for obj_id, obj in self.objects.items()}
+        return {obj_id: FrameSignals(float(out.object_score_logits.flat[0]), out.iou)
+                for obj_id, out in outs.items() if out is not None}
+
+    # --------------------------------------------------------------- prompts
+    def add_points(self, obj_id: int, points=None, labels=None, *, box=None,
+                   clear_old_points: bool = True) -> TrackedFrame | None:
+        """Clicks ([N, 2] (x, y) pixels of the source, labels [N]: 1 positive, 0 negative)
+        and/or a box [4] (x0, y0, x1, y1) for one object on the current frame.
+
+        ``clear_old_points=False`` adds the clicks to this object's earlier clicks on this
+        frame. Returns the frame's updated masks, or None before the frame is read.
+        """
+        obj_id = check_obj_id(obj_id)
+        if box is not None and not clear_old_points:
+            raise ValueError("a box must come before any click: use clear_old_points=True")
+        prompt = self._point_prompt(points, labels, box)
+        return self._prompt(Prompt(obj_id, prompt, None, clear_old_points))
+
+    def add_box(self, obj_id: int, box) -> TrackedFrame | None:
+        """A box [4] (x0, y0, x1, y1, source pixels) for one object on the current frame."""
+        return self.add_points(obj_id, box=box)
+
+    def add_mask(self, obj_id: int, mask) -> TrackedFrame | None:
+        """A mask [H, W] (bool or 0/1, any size) for one object on the current frame."""
+        obj_id = check_obj_id(obj_id)
+        return self._prompt(Prompt(obj_id, None, self._mask_prompt(mask)))
+
+    def _point_prompt(self, points, labels, box) -> PointPrompt:
+        """Clicks and / or a box -> model-pixel points (box corners first, labels 2, 3)."""
+        if points is None and box is None:
+            raise PromptError("give points (with labels) or a box")
+        coords = np.zeros((0, 2))
+        labs = np.zeros((0,), dtype=np.int64)
+        if points is not None or labels is not None:
+            coords, labs = check_points(points, labels)
+            coords, labs = coords.reshape(-1, 2), labs.reshape(-1)
+        if box is not None:
+            corners = check_box(box).reshape(-1, 2)
+            if corners.shape[0] != 2:
+                raise PromptError("a video prompt takes one box [4]")
+            coords = np.concatenate([corners, coords])
+            labs = np.concatenate([[2, 3], labs]).astype(np.int64)
+        hw = (self.video_height, self.video_width)
+        check_in_frame(coords, hw, False, "point")
+        xy = to_model_coords(coords, hw, self._tracker.image_size, normalize=True)
+        return PointPrompt(xy[None].astype(np.float32), labs[None].astype(np.int64))
+
+    def _mask_prompt(self, mask) -> np.ndarray:
+        """A binary mask [H, W] -> [1, 1, S, S] float32 0/1 (antialiased resize, then
+        re-binarised at 0.5, as masklet does)."""
+        m = np.asarray(mask)
+        if m.ndim != 2 or m.size == 0:
+            raise PromptError(f"mask must be a non-empty 2-D [H, W] array, got shape "
+                              f"{tuple(m.shape)}")
+        m = (m != 0).astype(np.float32)[None, None]
+        size = self._tracker.image_size
+        if m.shape[-2:] != (size, size):
+            m = (resize_bilinear_aa(m, (size, size)) >= 0.5).astype(np.float32)
+        return m
+
+    def _prompt(self, prompt: Prompt) -> TrackedFrame | None:
+        self._check_open()
+        obj = self.objects.setdefault(prompt.obj_id, ObjectState(prompt.obj_id))
+        if not self._processed:
+            self._queued.append(prompt)
+            return None
+        self._stepper.apply_prompt(obj, self._frame_idx, self._current_features(), prompt)
+        return self._emit()
+
+    def remove_object(self, obj_id: int) -> TrackedFrame | None:
+        """Forget one object; returns the current frame's masks without it (None before the
+        frame is read). Raises UnknownObjectError for an id the session does not hold."""
+        if obj_id not in self.objects:
+            raise UnknownObjectError(
+                f"unknown object id {obj_id!r}; the session holds {self.obj_ids}")
+        del self.objects[obj_id]
+        self._queued = [p for p in self._queued if p.obj_id != obj_id]
+        return self._emit() if self._processed else None
+
+    # -------------------------------------------------------------- tracking
+    def step(self) -> TrackedFrame | None:
+        """Process the next frame (frame 0 the first time); None once the source has ended
+        (or the session is closed)."""
+        if self._finished:
+            return None
+        idx = self._frame_idx + 1 if self._processed else self._frame_idx
+        if self._processed:
+            # The current frame can no longer be corrected: remember it as it is now.
+            self._stepper.commit(self.objects.values(), self._frame_idx, self._features)
+        frame = self._source.next_frame() if self._source is not None else None
+        if frame is None:
+            self._finish()
+            return None
+        self._frame_idx, self._features = idx, None
+        self._image = self._tracker.preprocess(frame)
+        self._stepper.memory.forget_before(self.objects.values(), idx, self.num_frames)
+        for obj in self.objects.values():
+            obj.point_inputs.clear()  # clicks of earlier frames cannot be extended
+        tracked = [obj for obj in self.objects.values() if obj.cond_outputs]
+        if tracked:
+            self._stepper.track(tracked, idx, self._current_features())
+        self._processed = True
+        queued, self._queued = self._queued, []
+        for prompt in queued:
+            self._stepper.apply_prompt(self.objects[prompt.obj_id], idx,
+                                       self._current_features(), prompt)
+        return self._emit()
+
+    def run(self) -> int:
+        """Process every remaining frame (results go to the sinks); returns how many."""
+        count = 0
+        while self.step() is not None:
+            count += 1
+        return count
+
+    def __iter__(self) -> OnnxStreamingSession:
+        return self
+
+    def __next__(self) -> TrackedFrame:
+        result = self.step()
+        if result is None:
+            raise StopIteration
+        return result
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the streaming session is closed")
+
+    def _finish(self) -> None:
+        # The last frame's image and features stay, so that it can still be corrected.
+        self._finished = True
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+    def _current_features(self) -> FrameFeatures:
+        if self._features is None:
+            assert self._image is not None
+            self._features = self._stepper.encode_image(self._image)
+        return self._features
+
+    def _emit(self) -> TrackedFrame:
+        """The current frame's masks at the source resolution, handed to every sink."""
+        hw = (self.video_height, self.video_width)
+        if self.objects:
+            low = np.concatenate([self._stepper_output(obj) for obj in self.objects.values()])
+            masks = low if low.shape[-2:] == hw else resize_bilinear(low, hw)
+            if self._tracker.non_overlap_masks:
+                masks = non_overlapping(masks)
+        else:
+            masks = np.empty((0, 1, *hw), dtype=np.float32)
+        result = TrackedFrame(self._frame_idx, self.obj_ids, masks)
+        for sink in self._sinks:
+            sink(*result)
+        return result
+
+    def _stepper_output(self, obj: ObjectState) -> np.ndarray:
+        out = obj.output_at(self._frame_idx)
+        if out is None:
+            raise RuntimeError(f"object {obj.obj_id} has no output on frame {self._frame_idx}")
+        return out.pred_masks
+
+    # --------------------------------------------------------------- closing
+    def close(self) -> None:
+        """Stop reading the source and drop every frame, feature and memory (idempotent)."""
+        self._closed = self._finished = True
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        self._image = self._features = None
+        self.objects.clear()
+        self._queued.clear()
+
+    def __enter__(self) -> OnnxStreamingSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

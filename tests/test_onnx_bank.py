@@ -1,0 +1,89 @@
+"""The torch-free runtime's memory bank (masklet_runtime.bank) against masklet's: the same
+memory tokens, position encodings and pointer count for a frame, and the same outputs
+dropped, on synthetic object states (no export needed: settings and constants come from
+masklet.onnx.manifest, as an export writes them)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from masklet import build_model, get_config
+from masklet.onnx.manifest import model_constants, model_settings
+from masklet.tracking import state as torch_state
+from masklet.tracking.memory_bank import gather_memory
+from masklet.tracking.stream_bank import StreamStepper
+from masklet_runtime import bank
+
+CONFIGS = {
+    "sam2.1": dict(),
+    "sam2.1 stride 2, 2 cond frames": dict(memory_temporal_stride_for_eval=2,
+                                           max_cond_frames_in_attn=2),
+    "sam2.0 (no pointer encoding)": None,
+}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def model(request):
+    torch.manual_seed(0)
+    name = "sam2_hiera_tiny" if CONFIGS[request.param] is None else "sam2.1_hiera_tiny"
+    config = get_config(name).with_image_size(128)
+    config = dataclasses.replace(config, **(CONFIGS[request.param] or {}))
+    return build_model(config, random_weights=True).eval()
+
+
+def _states(model, cond_frames, tracked_frames, no_memory):
+    """The same object as masklet's ObjectState and the runtime's, with random outputs."""
+    gen = torch.Generator().manual_seed(1)
+    side, mem, c = model.config.feat_size, model.mem_dim, model.hidden_dim
+    ours, theirs = bank.ObjectState(1), torch_state.ObjectState(1)
+    for t in sorted(cond_frames + tracked_frames):
+        memory = torch.randn(1, mem, side, side, generator=gen).to(torch.bfloat16)
+        ptr = torch.randn(1, c, generator=gen)
+        low = torch.randn(1, 1, 4 * side, 4 * side, generator=gen)
+        score = torch.randn(1, 1, generator=gen)
+        keep = t not in no_memory
+        out = torch_state.FrameOutput(low, ptr, score, memory if keep else None)
+        bits = memory.flatten(2)[0].T.contiguous().view(torch.int16).numpy().view(np.uint16)
+        mine = bank.FrameOutput(low.numpy(), ptr.numpy(), score.numpy(), 0.0,
+                                bits if keep else None)
+        is_cond = t in cond_frames
+        (theirs.cond_outputs if is_cond else theirs.non_cond_outputs)[t] = out
+        (ours.cond_outputs if is_cond else ours.non_cond_outputs)[t] = mine
+    return ours, theirs
+
+
+@pytest.mark.parametrize("num_frames", [None, 12, 40])
+@pytest.mark.parametrize("frame_idx", [3, 9, 21])
+def test_gather_equals_masklet(model, num_frames, frame_idx):
+    cond = [0, 5, 7, 20]
+    tracked = [t for t in range(frame_idx) if t not in cond]
+    ours, theirs = _states(model, cond, tracked, no_memory={1, 4})
+    reader = bank.MemoryReader(model_settings(model), model_constants(model))
+    got = reader.gather(frame_idx, ours, num_frames)
+    with torch.inference_mode():
+        ref = gather_memory(model, frame_idx, theirs.cond_outputs, theirs.non_cond_outputs,
+                            num_frames, False, 1, torch.device("cpu"))
+    assert got.num_obj_ptr_tokens == ref.num_obj_ptr_tokens
+    assert got.memory.shape == tuple(ref.memory.shape)
+    assert np.array_equal(got.memory, ref.memory.numpy())  # bf16 memories: exact
+    assert np.abs(got.memory_pos - ref.memory_pos.numpy()).max() <= 1e-5
+
+
+def test_forget_before_equals_masklet(model):
+    cond = [0, 6]
+    ours, theirs = _states(model, cond, [t for t in range(1, 30) if t != 6], no_memory=set())
+    reader = bank.MemoryReader(model_settings(model), model_constants(model))
+    stepper = StreamStepper(model, None, 0)
+    for frame_idx in (8, 17, 25, 30):
+        reader.forget_before([ours], frame_idx, None)
+        stepper.forget_before([theirs], frame_idx)
+        for mine, ref in ((ours.cond_outputs, theirs.cond_outputs),
+                          (ours.non_cond_outputs, theirs.non_cond_outputs)):
+            assert sorted(mine) == sorted(ref)
+            assert [t for t in mine if mine[t].has_memory] == [t for t in ref if
+                                                               ref[t].has_memory]
+    assert len(ours.non_cond_outputs) < 29  # something was dropped

@@ -1,0 +1,252 @@
+"""The torch-free ONNX tracker (masklet_runtime) against masklet's StreamingTracker.
+
+tiny at 256 px with random weights (conftest's `tiny256_onnx`, exported once per run), on
+real bedroom frames: points, a box and a mask prompt, an object added mid-stream, a
+correction and a removal, every frame and object within 1e-3 of scale (`rel_err`). Then
+the same tracker in a subprocess where importing torch raises.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import require_data
+from reference import rel_err
+
+from masklet import StreamingTracker
+from masklet_runtime.prompts import PromptError
+from masklet_runtime.tracker import OnnxStreamingTracker, UnknownObjectError
+
+TOL = 1e-3  # the issue's bound, relative to max(1, max |reference|)
+# What we measure is ~6e-7. With random weights a misplaced memory moves the masks by only
+# 1e-5 to 1e-4 (bf16 truncated instead of rounded: 1.5e-4; memories' temporal encodings
+# reversed: 7e-5), which 1e-3 would miss, so the run is also held to this bound.
+# (tests/test_onnx_bank.py checks the memory layout itself exactly.)
+TIGHT = 1e-5
+NUM_FRAMES = 8
+BEDROOM_HW = (540, 960)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a busy 2-core machine two threads contend and run far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny256(tiny256_onnx):
+    return tiny256_onnx[0]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny256_onnx):
+    return tiny256_onnx[1]
+
+
+@pytest.fixture(scope="module")
+def bedroom(tmp_path_factory):
+    src = require_data("videos", "bedroom")
+    out = tmp_path_factory.mktemp("bedroom")
+    for i in range(NUM_FRAMES):
+        os.symlink(src / f"{i:05d}.jpg", out / f"{i:05d}.jpg")
+    return out
+
+
+def _rect_mask(hw, y0, y1, x0, x1) -> np.ndarray:
+    mask = np.zeros(hw, dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+CLICK, REFINE = ([[480, 270]], [1]), ([[600, 300]], [0])
+BOX, FIX = [100, 100, 400, 350], ([[700, 200]], [1])
+MASK = _rect_mask(BEDROOM_HW, 300, 500, 600, 900)
+BOX_AT, FIX_AT, REMOVE_AT = 2, 4, 5
+
+
+def _scenario(session) -> tuple[dict, dict, list]:
+    """Object 1 by a click (refined on frame 0, corrected on a tracked frame), object 3 by
+    a mask (removed later), object 2 by a box mid-stream. Returns the newest masks per
+    frame and object, frame 4's tracked mask of object 1 before its correction, and after
+    each frame the retained (memories, outputs) and each object's (object score, IoU)."""
+    results: dict = {}
+    before_fix: dict = {}
+    retained = []
+
+    def keep(frame):
+        masks = np.asarray(frame.masks)
+        results[frame.frame_idx] = dict(zip(frame.obj_ids, masks, strict=True))
+
+    assert session.add_points(1, *CLICK) is None  # frame 0 is not read yet
+    assert session.add_mask(3, MASK) is None
+    for frame in session:
+        keep(frame)
+        idx = frame.frame_idx
+        if idx == 0:
+            keep(session.add_points(1, *REFINE, clear_old_points=False))
+        if idx == BOX_AT:
+            keep(session.add_box(2, BOX))
+        if idx == FIX_AT:
+            before_fix = dict(results[idx])
+            keep(session.add_points(1, *FIX))
+        if idx == REMOVE_AT:
+            keep(session.remove_object(3))
+        signals = {k: (v.object_score, v.iou) for k, v in session.frame_signals().items()}
+        retained.append((session.retained_memories(), session.retained_outputs(), signals))
+    return results, before_fix, retained
+
+
+def _groups(frame_idx: int, obj_id: int) -> str:
+    """Which prompt a (frame, object) result exercises, for the per-scenario report."""
+    if obj_id == 3:
+        return "mask"
+    if obj_id == 2:
+        return "box (added mid-stream)"
+    if frame_idx >= REMOVE_AT:
+        return "after removal"
+    return "correction" if frame_idx >= FIX_AT else "points"
+
+
+def test_equals_streaming_tracker(tiny256, export_dir, bedroom):
+    start = time.perf_counter()
+    with torch.inference_mode():
+        expected, ref_before_fix, ref_retained = _scenario(
+            StreamingTracker(tiny256, fill_hole_area=8, prefetch=0).start(str(bedroom)))
+    torch_s = time.perf_counter() - start
+    tracker = OnnxStreamingTracker(export_dir, fill_hole_area=8, intra_op_threads=1)
+    start = time.perf_counter()
+    got, before_fix, retained = _scenario(tracker.start(str(bedroom)))
+    onnx_s = time.perf_counter() - start
+
+    assert sorted(got) == sorted(expected) == list(range(NUM_FRAMES))
+    worst: dict[str, float] = {}
+    for frame_idx, objects in expected.items():
+        assert list(got[frame_idx]) == list(objects), frame_idx
+        for obj_id, ref in objects.items():
+            assert got[frame_idx][obj_id].shape == (1, *BEDROOM_HW)
+            err = rel_err(got[frame_idx][obj_id], ref)
+            group = _groups(frame_idx, obj_id)
+            worst[group] = max(worst.get(group, 0.0), err)
+            assert err <= TOL, f"frame {frame_idx} object {obj_id}: relative error {err:.2e}"
+    print(f"\nmax relative error per scenario: { {k: f'{v:.1e}' for k, v in worst.items()} }"
+          f"\nseconds/frame: masklet {torch_s / NUM_FRAMES:.3f}, onnx {onnx_s / NUM_FRAMES:.3f}")
+    assert len(worst) == 5
+    assert max(worst.values()) <= TIGHT
+    # The correction changed its frame, and the removed object is gone afterwards.
+    assert rel_err(got[FIX_AT][1], before_fix[1]) > 0.01
+    assert rel_err(before_fix[1], ref_before_fix[1]) <= TOL
+    assert list(got[NUM_FRAMES - 1]) == [1, 2]
+    for (mems, outs, signals), (ref_mems, ref_outs, ref_signals) in zip(retained, ref_retained,
+                                                                        strict=True):
+        # Bounded memory: the same memories and outputs are kept as masklet keeps.
+        assert (mems, outs) == (ref_mems, ref_outs)
+        assert list(signals) == list(ref_signals)
+        assert np.allclose(list(signals.values()), list(ref_signals.values()), atol=TIGHT)
+
+
+def test_memory_stays_bounded(export_dir):
+    """A live stream (pointer window 16) of 18 small frames, one object clicked on frame 0:
+    the session keeps the prompted frame plus the 6 tracked memories and 15 tracked
+    pointers the next frame reads (plus the current frame's), never more."""
+    rng = np.random.default_rng(8)
+    frames = rng.integers(0, 256, (18, 48, 64, 3), dtype=np.uint8)
+    session = OnnxStreamingTracker(export_dir, intra_op_threads=1).start(iter(list(frames)))
+    session.add_points(1, [[30, 20]], [1])
+    counts = [(session.retained_memories(), session.retained_outputs()) for _ in session]
+    assert len(counts) == 18
+    assert counts[3] == (4, 4)  # nothing dropped yet
+    assert max(counts) == counts[-1] == (1 + 7, 1 + 16)
+
+
+def test_bad_prompts_and_ids(export_dir):
+    frames = np.zeros((2, 32, 48, 3), dtype=np.uint8)
+    session = OnnxStreamingTracker(export_dir).start(frames)
+    with pytest.raises(PromptError, match="outside"):
+        session.add_points(1, [[100, 10]], [1])
+    with pytest.raises(PromptError, match="x0 <= x1"):
+        session.add_box(1, [10, 10, 5, 20])
+    with pytest.raises(PromptError, match="2-D"):
+        session.add_mask(1, np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match="box must come before"):
+        session.add_points(1, box=[0, 0, 5, 5], clear_old_points=False)
+    with pytest.raises(TypeError, match="obj_id must be an int"):
+        session.add_points(True, [[1, 1]], [1])
+    with pytest.raises(UnknownObjectError, match="unknown object id 7"):
+        session.remove_object(7)
+    session.close()
+    assert session.step() is None
+    with pytest.raises(RuntimeError, match="closed"):
+        session.add_points(1, [[1, 1]], [1])
+
+
+_TORCH_FREE = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class NoTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "masklet", "torchvision", "scipy"):
+                raise ImportError(f"torch-free test: {name} must not be imported")
+            return None
+
+    sys.meta_path.insert(0, NoTorch())
+    import numpy as np
+    from masklet_runtime.tracker import OnnxStreamingTracker
+
+    export_dir, frames_dir, out = sys.argv[1:4]
+    tracker = OnnxStreamingTracker(export_dir, intra_op_threads=1, non_overlap_masks=True)
+    frames = iter(np.load(frames_dir)["frames"])  # a live iterator of frames
+    session = tracker.start(frames)
+    session.add_points(1, [[480, 270]], [1])
+    masks = {}
+    for frame in session:
+        if frame.frame_idx == 1:
+            frame = session.add_box(2, [100, 100, 400, 350])
+        masks[f"f{frame.frame_idx}"] = frame.masks
+    np.savez(out, **masks)
+    print("imported:", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "masklet")))
+""")
+
+
+def test_runs_without_torch(export_dir, bedroom, tmp_path):
+    """The tracker runs where importing torch (or masklet) raises, and gives what it gives
+    in this process."""
+    from PIL import Image
+
+    frames = np.stack([np.asarray(Image.open(bedroom / f"{i:05d}.jpg").convert("RGB"))
+                       for i in range(3)])
+    np.savez(tmp_path / "frames.npz", frames=frames)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TORCH_FREE, str(export_dir), str(tmp_path / "frames.npz"),
+         str(tmp_path / "masks.npz")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "imported: []" in proc.stdout
+    sub = np.load(tmp_path / "masks.npz")
+    session = OnnxStreamingTracker(export_dir, intra_op_threads=1,
+                                   non_overlap_masks=True).start(iter(list(frames)))
+    session.add_points(1, [[480, 270]], [1])
+    for frame in session:
+        if frame.frame_idx == 1:
+            frame = session.add_box(2, [100, 100, 400, 350])
+        assert np.array_equal(sub[f"f{frame.frame_idx}"], frame.masks)
+    assert sub["f2"].shape == (2, 1, *BEDROOM_HW)
+
+
+def test_hook_blocks_torch(tmp_path):
+    """The torch-free test's hook really makes `import torch` fail (so the test can fail)."""
+    script = _TORCH_FREE.split("import numpy")[0] + "import torch\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and "torch-free test: torch" in proc.stderr
