@@ -220,6 +220,7 @@ def test_benchmark_measures_the_two_walks(monkeypatch):
     spec = importlib.util.spec_from_file_location("review_benchmark", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look it up there
+    monkeypatch.syspath_prepend(str(path.parent))  # as when run: beside _common.py
     spec.loader.exec_module(bench)
     inputs = [PROMPT] + [good()] * 5 + [good(iou=0.05)] * 4
     track = bench.Track(inputs, np.array([1.0] * 6 + [0.1] * 4))
