@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from masklet.app.bodies import PathInt, QueryInt, ReviewSeenBody
 from masklet.app.errors import AppError
 from masklet.export import atomic_write
-from masklet.tracking.review import FrameReviewInput, ReviewConfig, ReviewScorer, review_input
+from masklet.tracking.review import FrameReviewInput, PassScorers, ReviewConfig
 from masklet.tracking.signals import FrameSignals
 
 if TYPE_CHECKING:
@@ -45,15 +45,15 @@ class ReviewRecorder:
 
     def __init__(self, config: ReviewConfig, db, video_id: int, prompted: set[tuple[int, int]],
                  signals: Callable[[int], dict[int, FrameSignals]]) -> None:
-        self.config, self.db, self.video_id, self.prompted = config, db, video_id, prompted
+        self.db, self.video_id, self.prompted = db, video_id, prompted
         self.signals = signals  # frame -> each object's signals there (the runtime's)
-        self.scorers: dict[int, ReviewScorer] = {}
+        self.scorers = PassScorers(config)
 
     def begin_pass(self, start: int, reverse: bool, resumed: bool = False) -> None:
         """A new pass starts at `start`; a resumed one first replays the stored rows of
         the frames just before it (back to each object's prompted frame), so its scores
         go on as if the job had never stopped."""
-        self.scorers = {}
+        self.scorers.reset()
         if not resumed:
             return
         rows = self.db.query(
@@ -67,7 +67,7 @@ class ReviewRecorder:
                 continue  # a gap, or the anchor was already reached
             chain.append(r)
         for obj, chain in by_obj.items():
-            scorer = self.scorers.setdefault(obj, ReviewScorer(self.config))
+            scorer = self.scorers.scorer(obj)
             for r in reversed(chain):
                 scorer.step(_stored_input(r))
 
@@ -81,8 +81,8 @@ class ReviewRecorder:
             if s is None:
                 continue
             prompted = (frame, obj) in self.prompted
-            given = review_input(mask, s.object_score, s.iou, s.motion, prompted)
-            review = self.scorers.setdefault(obj, ReviewScorer(self.config)).step(given)
+            given, review = self.scorers.step(obj, mask, s.object_score, s.iou, s.motion,
+                                              prompted)
             box = given.box or (None,) * 4
             out.append((frame, obj, given.object_score, given.iou, given.area, *box,
                         given.motion, review.score, int(review.flagged), int(prompted)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from masklet.export import atomic_write
-from masklet.tracking.review import ReviewConfig, ReviewScorer, review_input
+from masklet.tracking.review import PassScorers, ReviewConfig
 from masklet.tracking.signals import FrameSignals
 
 COLUMNS = ("frame", "object", "object_score", "iou", "area", "motion", "score", "flagged")
@@ -27,12 +27,11 @@ class ReviewLog:
 
     def __init__(self, prompted: set[tuple[int, int]], config: ReviewConfig | None = None):
         self.prompted = prompted
-        self.config = config or ReviewConfig()
-        self.scorers: dict[int, ReviewScorer] = {}
+        self.scorers = PassScorers(config)
         self.rows: dict[tuple[int, int], list] = {}
 
     def begin_pass(self) -> None:
-        self.scorers = {}
+        self.scorers.reset()
 
     def add(self, frame: int, obj_ids: list[int], masks: np.ndarray,
             signals: dict[int, FrameSignals]) -> None:
@@ -42,8 +41,8 @@ class ReviewLog:
             if s is None:
                 continue
             prompted = (frame, obj) in self.prompted
-            given = review_input(mask, s.object_score, s.iou, s.motion, prompted)
-            review = self.scorers.setdefault(obj, ReviewScorer(self.config)).step(given)
+            given, review = self.scorers.step(obj, mask, s.object_score, s.iou, s.motion,
+                                              prompted)
             if not prompted:
                 self.rows[(frame, obj)] = [frame, obj, given.object_score, given.iou,
                                            given.area, given.motion, review.score,

@@ -226,6 +226,29 @@ class ReviewScorer:
         return FrameReview(score, score >= c.threshold, reasons)
 
 
+class PassScorers:
+    """One `ReviewScorer` per object over a tracking pass: `reset` when a new pass starts
+    (scores run in tracking order), `step` for each tracked frame and object. Shared by
+    the app's tracking jobs and `masklet video --review-csv`."""
+
+    def __init__(self, config: ReviewConfig | None = None) -> None:
+        self.config = config or ReviewConfig()
+        self.scorers: dict[int, ReviewScorer] = {}
+
+    def reset(self) -> None:
+        self.scorers = {}
+
+    def scorer(self, obj: int) -> ReviewScorer:
+        return self.scorers.setdefault(obj, ReviewScorer(self.config))
+
+    def step(self, obj: int, mask: np.ndarray, object_score: float, iou: float | None,
+             motion: float | None, prompted: bool) -> tuple[FrameReviewInput, FrameReview]:
+        """Score `obj`'s [H, W] bool mask on the next frame of the pass from the model's
+        signals there: (the scorer's input, its answer)."""
+        given = review_input(mask, object_score, iou, motion, prompted)
+        return given, self.scorer(obj).step(given)
+
+
 def score_frames(frames: Iterable[FrameReviewInput], config: ReviewConfig | None = None
                  ) -> list[FrameReview]:
     """Scores of one object's frames given in tracking order (see `ReviewScorer`)."""
