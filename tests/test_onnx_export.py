@@ -21,12 +21,13 @@ from masklet.cli import main
 from masklet.modeling.rope import apply_axial_rope, apply_axial_rope_traced, rope_tables
 from masklet.modeling.sam2 import ImageFeatures
 from masklet.modeling.split_rope import SplitGridRoPEAttention
-from masklet.onnx import GRAPH_NAMES, export_model, graph_specs
+from masklet.onnx import DEFAULT_OPSET, GRAPH_NAMES, export_model, graph_specs
 from masklet.onnx import exporter as exporter_module
-from masklet.onnx.manifest import sha256_of
+from masklet.onnx.manifest import FORMAT_VERSION, sha256_of
 from masklet.onnx.spec import TRACE_DIMS
 from masklet.tracking.memory_bank import MemoryInputs
 from masklet.tracking.step import attend_memory, encode_memory
+from masklet_runtime.graphs import FORMAT_VERSIONS
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -137,9 +138,9 @@ def test_axes_are_dynamic_in_the_graphs(tiny_export):
 
 def test_manifest_describes_the_files(tiny_export):
     m, folder, model = tiny_export.manifest, tiny_export.folder, tiny_export.model
-    assert (m["format"], m["format_version"], m["preset"]) == ("masklet-onnx", 1,
-                                                               "sam2.1_hiera_tiny")
-    assert m["opset"] == 18 and m["masklet_version"]
+    assert (m["format"], m["preset"]) == ("masklet-onnx", "sam2.1_hiera_tiny")
+    assert m["format_version"] == FORMAT_VERSION and FORMAT_VERSION in FORMAT_VERSIONS
+    assert m["opset"] == DEFAULT_OPSET == 21 and m["masklet_version"]
     assert set(m["graphs"]) == set(GRAPH_NAMES)
     kinds = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64"}
     for name, entry in m["graphs"].items():
@@ -198,8 +199,9 @@ def test_memory_attention_wrapper_is_attend_memory(tiny256, num_ptrs):
     spec = _specs(tiny256)["memory_attention"]
     dims = dict(B=2, M_FRAMES=2, P=num_ptrs)
     curr, curr_pos, memory, memory_pos, count = spec.make_inputs(dims, torch.Generator())
-    feats = ImageFeatures(curr.permute(1, 2, 0).reshape(2, 256, 16, 16), [],
-                          curr_pos.permute(1, 2, 0).reshape(2, 256, 16, 16))
+    assert curr.shape[1] == 1 and memory.shape[1] == 2  # the frame once for both objects
+    feats = ImageFeatures(curr.permute(1, 2, 0).reshape(1, 256, 16, 16), [],
+                          curr_pos.permute(1, 2, 0).reshape(1, 256, 16, 16))
     with torch.no_grad():
         ours = spec.module(curr, curr_pos, memory, memory_pos, count)
         ref = attend_memory(tiny256, feats, MemoryInputs(memory, memory_pos, num_ptrs))
@@ -255,10 +257,15 @@ def test_decoder_wrapper_is_forward_sam_heads(tiny256, has_mask):
     want = (multi.low_res_multimasks, multi.ious, best, multi.obj_ptr, single.low_res_masks,
             single.ious, single.obj_ptr, single.object_score_logits, *raw)
     assert len(ours) == len(want) == len(spec.outputs)
+    # One transformer pass for both outputs: the single mask's hypernetwork product is
+    # part of a 4-token matmul there, so its last bits may differ from a 1-token one.
     for got, ref in zip(ours, want):
-        assert torch.equal(got, ref)
+        if got.dtype == torch.int64:
+            assert torch.equal(got, ref)
+        else:
+            assert scale_err(got.numpy(), ref.numpy()) < 1e-6
     rows = torch.arange(2)
-    assert torch.equal(ours[0][rows, best].unsqueeze(1), multi.low_res_masks)
+    assert scale_err(ours[0][rows, best].unsqueeze(1).numpy(), multi.low_res_masks.numpy()) < 1e-6
 
 
 @pytest.mark.parametrize("from_pts", [0, 1])

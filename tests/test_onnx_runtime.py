@@ -22,7 +22,7 @@ from PIL import Image
 
 from masklet.cli import main
 from masklet_runtime.errors import ExportError
-from masklet_runtime.graphs import load_graphs
+from masklet_runtime.graphs import FORMAT_VERSIONS, load_graphs
 from tests.conftest import require_data
 
 onnx = pytest.importorskip("onnx", reason="masklet[onnx] (onnx, onnxruntime) is not installed")
@@ -46,7 +46,7 @@ def _write_tiny_export(root: Path, *, in_name="x", elem=TensorProto.FLOAT) -> Pa
     np.savez(root / "constants.npz", no_mem_embed=np.arange(4, dtype=np.float32))
     io = lambda n: [{"name": n, "dtype": "float32", "shape": ["B", 4]}]  # noqa: E731
     manifest = {
-        "format": "masklet-onnx", "format_version": 1, "masklet_version": "test",
+        "format": "masklet-onnx", "format_version": FORMAT_VERSIONS[-1], "masklet_version": "test",
         "preset": "none", "opset": 17,
         "graphs": {"relu": {"file": "relu.onnx", "sha256": _sha(root / "relu.onnx"),
                             "inputs": io("x"), "outputs": io("y")}},
@@ -81,8 +81,8 @@ BAD_DIRS = [
     ("not-json", lambda r: (r / "manifest.json").write_text("{oops"), "not readable JSON"),
     ("other-format", lambda r: _edit_manifest(r, lambda m: m.update(format="other")),
      "format is 'other'"),
-    ("other-format-version",
-     lambda r: _edit_manifest(r, lambda m: m.update(format_version=2)),
+    ("retired-format-version",  # 1: memory_attention took the frame once per object
+     lambda r: _edit_manifest(r, lambda m: m.update(format_version=1)),
      "another masklet version's format"),
     ("graph-missing", lambda r: (r / "relu.onnx").unlink(), "relu.onnx is missing"),
     ("graph-tampered", lambda r: _tamper_bytes(r / "relu.onnx"), "does not match the manifest"),
@@ -105,7 +105,7 @@ def test_a_valid_folder_loads_and_runs(tmp_path):
     np.testing.assert_array_equal(out["y"], [[0.0, 2.0, 0.0, 4.0]])
     assert graphs.settings == {"image_size": 64}
     np.testing.assert_array_equal(graphs.constants["no_mem_embed"], np.arange(4))
-    assert graphs.manifest["format_version"] == 1
+    assert graphs.manifest["format_version"] == FORMAT_VERSIONS[-1]
 
 
 @pytest.mark.parametrize("case, breakage, fragment", BAD_DIRS, ids=[c[0] for c in BAD_DIRS])

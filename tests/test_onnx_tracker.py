@@ -22,6 +22,7 @@ from conftest import require_data
 from reference import rel_err
 
 from masklet import StreamingTracker
+from masklet_runtime.graphs import Graphs
 from masklet_runtime.prompts import PromptError
 from masklet_runtime.tracker import OnnxStreamingTracker, UnknownObjectError
 
@@ -118,15 +119,27 @@ def _groups(frame_idx: int, obj_id: int) -> str:
     return "correction" if frame_idx >= FIX_AT else "points"
 
 
-def test_equals_streaming_tracker(tiny256, export_dir, bedroom):
+@pytest.fixture(scope="module")
+def reference_run(tiny256, bedroom):
+    """masklet's StreamingTracker on the scenario, and its seconds."""
     start = time.perf_counter()
     with torch.inference_mode():
-        expected, ref_before_fix, ref_retained = _scenario(
+        run = _scenario(
             StreamingTracker(tiny256, fill_hole_area=8, prefetch=0).start(str(bedroom)))
-    torch_s = time.perf_counter() - start
+    return run, time.perf_counter() - start
+
+
+# On CPU the runtime sends tracked objects through the graphs one at a time; on an
+# accelerator it batches them. Both must track as masklet does.
+@pytest.mark.parametrize("batched", [False, True], ids=["one-object-per-call", "batched"])
+def test_equals_streaming_tracker(reference_run, export_dir, bedroom, batched, monkeypatch):
+    (expected, ref_before_fix, ref_retained), torch_s = reference_run
+    monkeypatch.setattr(Graphs, "on_cpu", lambda self, name: not batched)
     tracker = OnnxStreamingTracker(export_dir, fill_hole_area=8, intra_op_threads=1)
     start = time.perf_counter()
-    got, before_fix, retained = _scenario(tracker.start(str(bedroom)))
+    session = tracker.start(str(bedroom))
+    assert session._stepper.batch_objects == batched
+    got, before_fix, retained = _scenario(session)
     onnx_s = time.perf_counter() - start
 
     assert sorted(got) == sorted(expected) == list(range(NUM_FRAMES))

@@ -301,3 +301,23 @@ def test_decoder_dynamic_multimask_both_branches():
         source = 0 if stable[i] else best[i].item()
         assert rel_err(got.masks[i, 0], all_masks[i, source]) <= TOL
         assert rel_err(got.iou_pred[i, 0], all_iou[i, source]) <= TOL
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_decoder_forward_both_is_two_forwards(name):
+    """One transformer pass for both outputs (the ONNX decoder graph) gives what two
+    `forward` calls give; the variants cover the dynamic single-mask fallback, no object
+    score head and the multimask pointer tokens."""
+    variant = VARIANTS[name]
+    ours, _ = build_decoders(variant)
+    inputs = decoder_inputs(3, 8, seed=4)
+    if not variant["use_high_res_features"]:
+        inputs["high_res_features"] = None
+    with torch.no_grad():
+        both = ours.forward_both(**inputs)
+        for multimask, got in zip((True, False), both):
+            want = ours(**inputs, multimask_output=multimask, repeat_image=False)
+            for field in ("masks", "iou_pred", "sam_tokens_out", "object_score_logits"):
+                a, b = getattr(got, field), getattr(want, field)
+                assert a.shape == b.shape, (field, multimask)
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=f"{field} {multimask}")

@@ -18,7 +18,7 @@ import numpy as np
 from masklet_runtime.errors import ExportError
 
 FORMAT = "masklet-onnx"
-FORMAT_VERSIONS = (1,)
+FORMAT_VERSIONS = (2,)  # 2: memory_attention takes the frame at batch 1
 MANIFEST = "manifest.json"
 
 # onnxruntime's type strings for the dtypes the manifest may name.
@@ -56,6 +56,10 @@ class Graphs:
 
     def __contains__(self, name: str) -> bool:
         return name in self.sessions
+
+    def on_cpu(self, name: str) -> bool:
+        """Whether graph ``name`` runs on onnxruntime's CPU provider alone."""
+        return self.sessions[name].get_providers() == ["CPUExecutionProvider"]
 
     def run(self, name: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Run graph ``name`` on keyword inputs; returns its outputs by name.

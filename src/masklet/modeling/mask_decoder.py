@@ -140,34 +140,75 @@ class MaskDecoder(nn.Module):
                 already projected by ``conv_s0``/``conv_s1``; required iff
                 ``use_high_res_features``.
         """
-        dynamic = (
-            not multimask_output and self.dynamic_multimask_via_stability and not self.training
-        )
-        num_prompts = sparse_prompt_embeddings.shape[0]
-        src = self._prepare_image(
-            image_embeddings, dense_prompt_embeddings, num_prompts, repeat_image
-        )
-        tokens = self._prepare_tokens(sparse_prompt_embeddings)
+        hs, image = self._transform(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                    dense_prompt_embeddings, repeat_image)
+        mask_slice = self._mask_slice(multimask_output, self._dynamic(multimask_output))
+        masks = self._predict_masks(image, self._mask_tokens_out(hs), mask_slice,
+                                    high_res_features)
+        return self._outputs(hs, masks, mask_slice, multimask_output)
+
+    def forward_both(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        high_res_features: list[torch.Tensor] | None = None,
+    ) -> tuple[MaskDecoderOutput, MaskDecoderOutput]:
+        """The multimask and the single-mask outputs of one transformer pass.
+
+        Each equals ``forward`` with that ``multimask_output`` (and ``repeat_image``
+        False); the exported decoder graph returns both and the runtime picks per call,
+        so the two-way transformer and the upscaling run once, not twice.
+        """
+        hs, image = self._transform(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                    dense_prompt_embeddings, False)
+        every = slice(0, self.num_mask_tokens)
+        masks = self._predict_masks(image, self._mask_tokens_out(hs), every, high_res_features)
+        return self._outputs(hs, masks, every, True), self._outputs(hs, masks, every, False)
+
+    def _dynamic(self, multimask_output: bool) -> bool:
+        """Whether a single-mask request may fall back to a multimask output (eval only)."""
+        return not multimask_output and self.dynamic_multimask_via_stability and not self.training
+
+    def _transform(self, image_embeddings, image_pe, sparse, dense, repeat_image):
+        """The two-way transformer: -> (hs [B, T + N, C] token outputs, image [B, C, H, W])."""
+        num_prompts = sparse.shape[0]
+        src = self._prepare_image(image_embeddings, dense, num_prompts, repeat_image)
+        tokens = self._prepare_tokens(sparse)
         height, width = src.shape[-2:]
         hs, src = self.transformer(src, image_pe, tokens)
-        image = src.transpose(1, 2).reshape(num_prompts, -1, height, width)
-        first = 1 if self.pred_obj_scores else 0
-        iou_token_out = hs[:, first, :]
-        mask_tokens_out = hs[:, first + 1 : first + 1 + self.num_mask_tokens, :]
+        return hs, src.transpose(1, 2).reshape(num_prompts, -1, height, width)
 
-        mask_slice = self._mask_slice(multimask_output, dynamic)
-        masks = self._predict_masks(image, mask_tokens_out, mask_slice, high_res_features)
-        iou_pred = self.iou_prediction_head(iou_token_out)
+    def _mask_tokens_out(self, hs: torch.Tensor) -> torch.Tensor:
+        """The mask tokens' outputs: [B, num_mask_tokens, C]."""
+        first = 2 if self.pred_obj_scores else 1
+        return hs[:, first : first + self.num_mask_tokens, :]
+
+    def _outputs(
+        self, hs: torch.Tensor, masks: torch.Tensor, computed: slice, multimask_output: bool
+    ) -> MaskDecoderOutput:
+        """The output for ``multimask_output`` from the transformer's token outputs ``hs``
+        and ``masks``, the logits of the mask tokens ``range(num_mask_tokens)[computed]``
+        (a superset of the ones this output needs)."""
+        num_prompts = hs.shape[0]
+        dynamic = self._dynamic(multimask_output)
+        needed = self._mask_slice(multimask_output, dynamic)
+        start = needed.start - computed.start
+        masks = masks[:, start : start + needed.stop - needed.start]
+        first = 1 if self.pred_obj_scores else 0
+        iou_pred = self.iou_prediction_head(hs[:, first, :])
         if dynamic:
             masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
         else:
-            iou_pred = iou_pred[:, mask_slice]
+            iou_pred = iou_pred[:, needed]
 
         if self.pred_obj_scores:
             object_score_logits = self.pred_obj_score_head(hs[:, 0, :])
         else:
             object_score_logits = iou_pred.new_full((num_prompts, 1), _DEFAULT_OBJECT_SCORE_LOGIT)
 
+        mask_tokens_out = self._mask_tokens_out(hs)
         if multimask_output and self.use_multimask_token_for_obj_ptr:
             sam_tokens_out = mask_tokens_out[:, 1:]
         else:

@@ -1,8 +1,8 @@
 """The `decoder` graph: prompt encoder + mask decoder, both output modes in one graph.
 
 The runtime chooses multimask or single-mask output per call (masklet's
-`SAM2Model.use_multimask`), so the graph returns both; the two decoder passes share the
-two-way transformer on identical inputs (ONNX Runtime can merge such common subgraphs).
+`SAM2Model.use_multimask`), so the graph returns both, from one pass of the two-way
+transformer and the upscaling (`MaskDecoder.forward_both`).
 
 Points always get masklet's trailing padding point (prompt encoder without a box), as in
 the video path and `ImagePredictor`, which pass a box as two points labelled 2 and 3.
@@ -49,8 +49,8 @@ class DecoderGraph(nn.Module):
         _, with_mask = encoder(points=None, boxes=None, masks=mask_input)
         dense = has_mask_input * with_mask + (1 - has_mask_input) * no_mask
         high = [high_res_0, high_res_1]
-        dec_multi = model.run_mask_decoder(image_embed, high, sparse, dense, True)
-        dec_single = model.run_mask_decoder(image_embed, high, sparse, dense, False)
+        dec_multi, dec_single = model.sam_mask_decoder.forward_both(
+            image_embed, encoder.get_dense_pe(), sparse, dense, high)
         multi = model._select_output(dec_multi, True)
         single = model._select_output(dec_single, False)
         best = torch.argmax(multi.ious, dim=-1)

@@ -24,7 +24,8 @@ from masklet.onnx.memory_attention import memory_tokens_per_frame
 from masklet.tracking.memory_bank import memory_token_positions
 
 MANIFEST_FORMAT = "masklet-onnx"
-FORMAT_VERSION = 1
+# 2: memory_attention takes the frame once (curr at batch 1) for all objects.
+FORMAT_VERSION = 2
 
 # ModelConfig fields the runtime reads, copied under their own names.
 _CONFIG_FIELDS = (

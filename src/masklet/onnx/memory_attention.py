@@ -4,6 +4,11 @@ The number of memory tokens M (spatial memory frames, then object-pointer tokens
 number of pointer tokens are dynamic. The pointer count is a scalar graph input: the
 rotary encoding then takes masklet's shape-independent path (`apply_axial_rope_traced`,
 real arithmetic), so one graph serves every memory-bank size.
+
+The frame comes in once (batch 1) for all B objects, as masklet's tracker passes it: the
+first layer's self-attention, which sees only the frame, runs once, and the batch widens
+to B at the first cross-attention. That attention mixes the raw 64-wide memories and
+projects afterwards (masklet's `values_late`), a quarter of the value work.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ class MemoryAttentionGraph(nn.Module):
         memory_pos: torch.Tensor,
         num_obj_ptr_tokens: torch.Tensor,
     ) -> torch.Tensor:
-        """curr, curr_pos: [HW, B, C]; memory, memory_pos: [M, B, mem_dim], the last
+        """curr, curr_pos: [HW, 1, C]; memory, memory_pos: [M, B, mem_dim], the last
         ``num_obj_ptr_tokens`` ([] int64) of them object pointers -> pix_feat [B, C, H, W]."""
         out = self.model.memory_attention(
             curr=curr, curr_pos=curr_pos, memory=memory, memory_pos=memory_pos,
@@ -56,15 +61,15 @@ def memory_attention_spec(model: SAM2Model) -> GraphSpec:
         """dims: "B" objects, "M_FRAMES" spatial memory frames, "P" pointer tokens."""
         b, ptrs = dims["B"], dims["P"]
         m = dims["M_FRAMES"] * tokens + ptrs
-        return (randn(gen, h * h, b, c), randn(gen, h * h, b, c), randn(gen, m, b, mem),
+        return (randn(gen, h * h, 1, c), randn(gen, h * h, 1, c), randn(gen, m, b, mem),
                 randn(gen, m, b, mem), torch.tensor(ptrs, dtype=torch.int64))
 
     return GraphSpec(
         name="memory_attention",
         module=MemoryAttentionGraph(model),
         inputs=(
-            TensorSpec("curr", "float32", (h * h, "B", c)),
-            TensorSpec("curr_pos", "float32", (h * h, "B", c)),
+            TensorSpec("curr", "float32", (h * h, 1, c)),
+            TensorSpec("curr_pos", "float32", (h * h, 1, c)),
             TensorSpec("memory", "float32", ("M", "B", mem)),
             TensorSpec("memory_pos", "float32", ("M", "B", mem)),
             TensorSpec("num_obj_ptr_tokens", "int64", ()),
