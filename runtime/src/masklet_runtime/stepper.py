@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,14 @@ class FrameFeatures:
     high_res_0: np.ndarray
     high_res_1: np.ndarray
     pos_enc: np.ndarray
+
+    @cached_property
+    def sequence_first(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image_embed, pos_enc) as memory attention takes them, [HW, 1, C] each; made
+        once per frame, though the frame goes to memory attention once per object."""
+        c = self.image_embed.shape[1]
+        return tuple(np.ascontiguousarray(x.reshape(1, c, -1).transpose(2, 0, 1))
+                     for x in (self.image_embed, self.pos_enc))
 
 
 @dataclass
@@ -115,10 +124,7 @@ class GraphStepper:
     # --------------------------------------------------------------- graphs
     def _attend(self, feats: FrameFeatures, mem: MemoryInputs) -> np.ndarray:
         """Memory attention of the frame over B objects' memories -> [B, C, H, W]."""
-        c = feats.image_embed.shape[1]
-        # The frame once for all objects ([HW, 1, C]); the graph widens it to B.
-        curr = np.ascontiguousarray(feats.image_embed.reshape(1, c, -1).transpose(2, 0, 1))
-        curr_pos = np.ascontiguousarray(feats.pos_enc.reshape(1, c, -1).transpose(2, 0, 1))
+        curr, curr_pos = feats.sequence_first  # batch 1: the graph widens it to B
         out = self.graphs.run(
             "memory_attention", curr=curr, curr_pos=curr_pos, memory=mem.memory,
             memory_pos=mem.memory_pos, num_obj_ptr_tokens=np.array(mem.num_obj_ptr_tokens))
