@@ -220,6 +220,42 @@ def test_ctrl_c_then_rerun_redoes_only_the_unfinished(cluster, tmp_path):
     assert len(records(out)) == 6 and "0 video(s) in" in again.output  # nothing redone
 
 
+def test_ctrl_c_while_the_workers_load_gives_their_cpus_back(cluster):
+    from masklet.batch.runner import ModelSpec, Pool, start_workers
+
+    with pytest.raises(KeyboardInterrupt):
+        start_workers(Pool(2, 1.0, 0.0, False), ModelSpec(), stop=lambda: True)
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 2:  # the killed actors' CPUs come back
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.1)
+
+
+def test_ctrl_c_is_kept_when_a_library_swallows_keyboard_interrupt():
+    """Ray checks for signals inside its own waits and may consume the KeyboardInterrupt;
+    the batch command polls `interrupt_requests` instead, which a swallowing library cannot
+    lose. A second Ctrl-C still raises (the user insists), and the handler is put back."""
+    from masklet.cli.common import interrupt_requests
+
+    def library_wait():  # stands for a C++ wait that eats the interrupt
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass
+
+    before = signal.getsignal(signal.SIGINT)
+    library_wait()  # with Python's default handler the Ctrl-C is simply gone
+    with interrupt_requests() as requested:
+        assert not requested.is_set()
+        library_wait()
+        assert requested.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 @pytest.mark.parametrize("lines, message", [
     (["{\"video\": \"a.mp4\", \"prompts\": [] "], "m.jsonl:1: not valid JSON"),
     ([["a.mp4"]], "each line must be a JSON object"),

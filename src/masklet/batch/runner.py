@@ -23,7 +23,7 @@ from masklet.batch.work import RunOptions, process_job
 MAX_ATTEMPTS = 3  # a video whose worker dies this often fails (it may be what kills it)
 MAX_REPLACEMENTS = 8  # fresh actors started after Ray gave up restarting one
 ACTOR_RESTARTS = 3  # Ray restarts a dead worker process this often before we replace it
-POLL_S = 0.5  # ray.wait timeout: how often Ctrl-C gets a chance between results
+POLL_S = 0.5  # ray.wait timeout: how often a stop request is looked at while waiting
 
 
 class WorkerStartError(RuntimeError):
@@ -106,14 +106,25 @@ class Worker:
         return process_job(self.model, job, Path(out_dir), options)
 
 
-def start_workers(pool: Pool, spec: ModelSpec) -> list:
+def start_workers(pool: Pool, spec: ModelSpec, stop: Callable[[], bool] = bool) -> list:
     """`pool.workers` actors, each with its model loaded (waited for, so that a model that
-    cannot load is one clear error instead of every video failing)."""
+    cannot load is one clear error instead of every video failing).
+
+    Raises KeyboardInterrupt, the actors killed, once `stop()` is true while they load.
+    """
     import ray
 
     actors = [new_actor(pool, spec) for _ in range(pool.workers)]
+    waiting = [a.ready.remote() for a in actors]
     try:
-        errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
+        pending = waiting
+        while pending:
+            if stop():
+                for actor in actors:
+                    ray.kill(actor, no_restart=True)
+                raise KeyboardInterrupt
+            _, pending = ray.wait(waiting, num_returns=len(waiting), timeout=POLL_S)
+        errors = [e for e in ray.get(waiting) if e]
     except ray.exceptions.RayActorError as exc:
         errors = [_message(exc)]
     if errors:
@@ -165,11 +176,17 @@ class Dispatcher:
         self.replaced = 0
         self.retried = 0
 
-    def run(self, jobs: list[Job], report: Callable[[dict], None]) -> None:
+    def run(self, jobs: list[Job], report: Callable[[dict], None],
+            stop: Callable[[], bool] = bool) -> None:
+        """Run every job, reporting each record as it comes; raises KeyboardInterrupt as
+        soon as `stop()` is true (checked at least every `POLL_S`), the workers still
+        running (see `stop`)."""
         import ray
 
         queue = deque(jobs)
         while queue or self.in_flight:
+            if stop():
+                raise KeyboardInterrupt
             while self.idle and queue:
                 actor, job = self.idle.popleft(), queue.popleft()
                 self.attempts[job.name] = self.attempts.get(job.name, 0) + 1

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from masklet.cli.common import CliError, CliFailure, model_options, user_errors
+from masklet.cli.common import (
+    CliError,
+    CliFailure,
+    interrupt_requests,
+    model_options,
+    user_errors,
+)
 
 
 @click.command("batch")
@@ -107,26 +113,29 @@ def _run(todo, out_dir, options, preset, checkpoint, random_weights, device, wor
     spec = ModelSpec(preset, str(checkpoint.absolute()) if checkpoint else None, random_weights,
                      device)
     pool, dispatcher = None, None
-    try:
-        pool = connect(address, workers)
-        actors = start_workers(pool, spec)
-        dispatcher = Dispatcher(actors, lambda: new_actor(pool, spec), out_dir, options)
-        dispatcher.run(todo, report)
-    except KeyboardInterrupt:
-        if dispatcher is not None:
-            dispatcher.stop()
-        return True
-    except WorkerStartError as exc:
-        raise CliError(str(exc)) from None
-    except (ConnectionError, ray.exceptions.RaySystemError) as exc:
-        raise CliFailure(f"Ray: {' '.join(str(exc).split())}") from None
-    finally:
-        progress.close()
-        if dispatcher is not None:
-            tally.retried = dispatcher.retried
-            dispatcher.close()
-        if pool is not None and pool.started_ray:
-            ray.shutdown()
+    with interrupt_requests() as interrupt:
+        try:
+            pool = connect(address, workers)
+            if interrupt.is_set():  # Ctrl-C while Ray started
+                raise KeyboardInterrupt
+            actors = start_workers(pool, spec, interrupt.is_set)
+            dispatcher = Dispatcher(actors, lambda: new_actor(pool, spec), out_dir, options)
+            dispatcher.run(todo, report, interrupt.is_set)
+        except KeyboardInterrupt:
+            if dispatcher is not None:
+                dispatcher.stop()
+            return True
+        except WorkerStartError as exc:
+            raise CliError(str(exc)) from None
+        except (ConnectionError, ray.exceptions.RaySystemError) as exc:
+            raise CliFailure(f"Ray: {' '.join(str(exc).split())}") from None
+        finally:
+            progress.close()
+            if dispatcher is not None:
+                tally.retried = dispatcher.retried
+                dispatcher.close()
+            if pool is not None and pool.started_ray:
+                ray.shutdown()
     return False
 
 

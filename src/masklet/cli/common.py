@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -58,6 +62,32 @@ def user_errors(fn):
             sys.exit(130)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def interrupt_requests() -> Iterator[threading.Event]:
+    """Take Ctrl-C (SIGINT) as a request: the first one sets the event, a second one raises
+    KeyboardInterrupt as usual.
+
+    A library that checks for signals inside its own C++ loops (Ray does, while it waits)
+    can swallow the KeyboardInterrupt that Python's default handler raises, so a long job
+    polls this event instead. Outside the main thread no handler can be installed and the
+    event is never set.
+    """
+    requested = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    try:
+        yield requested
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 def model_options(fn):
