@@ -346,3 +346,15 @@ def test_polygons_of_masks_in_parts():
     assert cls == 3 and np.array_equal(got, filled)
     assert all(0 <= float(v) <= 1 for v in line.split()[1:])
     assert mask_parts(np.zeros((4, 4), dtype=bool)) == []
+
+
+def test_zip_exports_do_not_depend_on_when_they_are_made(client, svc):
+    """Zip entries carry a fixed time rather than the export's (or a temporary file's), so
+    the same annotation exported twice is the same file: the DAVIS comparison in
+    `test_coco_one_category_per_label` depends on it."""
+    vid, _ = _labelled_tracked(client)
+    for fmt in ("davis", "yolo"):
+        with zipfile.ZipFile(io.BytesIO(export(client, vid, fmt)[1])) as zf:
+            infos = zf.infolist()
+            assert infos and {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}, fmt
+            assert all(i.external_attr >> 16 == 0o100644 for i in infos), fmt

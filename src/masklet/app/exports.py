@@ -29,6 +29,7 @@ from masklet.app.labels import coco_categories, list_labels, yolo_classes
 from masklet.app.maskcodec import decode_rle, label_map
 from masklet.app.media import Media
 from masklet.app.yolo import write_yolo
+from masklet.app.zips import write_entry
 from masklet.export import (
     OverlayVideoWriter,
     atomic_write,
@@ -156,7 +157,7 @@ class Exporter:
             seq = write_davis_sequence(tmp, stem, maps, palette=_palette(objects))
             with atomic_write(target) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
                 for png in sorted(seq.iterdir()):
-                    zf.write(png, f"{stem}/{png.name}")
+                    write_entry(zf, f"{stem}/{png.name}", png.read_bytes())
         return target
 
     def _coco(self, video_id, media, snapshot, objects, stem) -> Path:
@@ -253,5 +254,5 @@ class Exporter:
                 picture = overlay_masks(reader.rgb(idx), maps.frame(idx), palette=palette)
                 png = io.BytesIO()
                 Image.fromarray(picture).save(png, format="PNG")
-                zf.writestr(f"{stem}/{Path(name).stem}.png", png.getvalue())
+                write_entry(zf, f"{stem}/{Path(name).stem}.png", png.getvalue())
         return target

@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from masklet.app.maskcodec import decode_rle
 from masklet.app.media import Media
+from masklet.app.zips import write_entry
 from masklet.export import atomic_write
 
 # Four-connected components (ndimage's default structure in 2-D).
@@ -136,7 +137,7 @@ def write_yolo(target: Path, stem: str, media: Media,
     """
     unlabelled: set[int] = set()
     with atomic_write(target) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{stem}/data.yaml", data_yaml(names, stem))
+        write_entry(zf, f"{stem}/data.yaml", data_yaml(names, stem))
         for frame, name in enumerate(frame_stems(media)):
             w, h = media.frame_size(frame)
             masks = snapshot.get(frame, [])
@@ -149,5 +150,5 @@ def write_yolo(target: Path, stem: str, media: Media,
                 if parts:
                     lines.append(polygon_line(class_of[obj], join_parts(parts), w, h))
             if lines or not masks:
-                zf.writestr(f"{stem}/labels/{name}.txt", "".join(x + "\n" for x in lines))
+                write_entry(zf, f"{stem}/labels/{name}.txt", "".join(x + "\n" for x in lines))
     return len(unlabelled)
