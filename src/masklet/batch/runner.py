@@ -179,8 +179,8 @@ class Dispatcher:
     def run(self, jobs: list[Job], report: Callable[[dict], None],
             stop: Callable[[], bool] = bool) -> None:
         """Run every job, reporting each record as it comes; raises KeyboardInterrupt as
-        soon as `stop()` is true (checked at least every `POLL_S`), the workers still
-        running (see `stop`)."""
+        soon as `stop()` is true (checked at least every `POLL_S`), leaving the workers
+        running for the caller to end with `Dispatcher.stop`."""
         import ray
 
         queue = deque(jobs)
