@@ -12,11 +12,11 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # The slow suite's order: CI runs it after the default suite until its time is up, so the
 # tests that cover the most per minute come first and the longest single runs last (the
-# 1024 px video parity and EdgeTAM's 2,000 frames: each 3 to 8 minutes on 2 CPU cores).
+# 1024 px video parity and EdgeTAM's 2,000 frames: each about 3 minutes on 2 CPU cores).
 SLOW_ORDER = ("test_image_encoder", "test_presets", "test_streaming", "test_compile",
               "test_image_parity", "test_video_parity", "test_edgetam_parity",
-              "test_motion_parity", "test_onnx_export", "test_video_parity[1024]",
-              "test_edgetam")
+              "test_motion_parity", "test_onnx_export", "test_onnx_tracker",
+              "test_video_parity[1024]", "test_edgetam")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own grouping by fixture parameters
@@ -64,5 +64,24 @@ def tiny256_onnx(tmp_path_factory):
     model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(256),
                         random_weights=True).eval()
     out = tmp_path_factory.mktemp("onnx") / "tiny256"
+    export_model(model, out)
+    return model, out
+
+
+@pytest.fixture(scope="session")
+def edgetam256_onnx(tmp_path_factory):
+    """(model, export folder): the edgetam preset at 256 px with seeded random weights (seed
+    0; objects made present, as random weights would judge every object absent), exported
+    once per run for the slow suite's export and tracker tests. Treat both as read-only."""
+    import torch
+
+    from masklet import build_model, get_config
+    from masklet.onnx import export_model
+
+    torch.manual_seed(0)
+    model = build_model(get_config("edgetam").with_image_size(256), random_weights=True).eval()
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+    out = tmp_path_factory.mktemp("onnx") / "edgetam256"
     export_model(model, out)
     return model, out

@@ -232,7 +232,24 @@ def test_bounded_memory_50_frames(model):
 
 
 @pytest.mark.slow
-def test_bounded_memory_2000_frames(model):
+def test_bounded_memory_2000_frames():
+    """The same over 2,000 frames, on a reduced EdgeTAM: what bounds the bank (the perceiver's
+    compressed memories, the pointer window) is kept; the trunk, the perceiver and the memory
+    attention are made shallow and narrow (3 min on 2 cores instead of 7.5 for the preset)."""
+    import dataclasses
+
     from test_streaming import _check_bounded
 
-    _check_bounded(model, 2000)
+    base = get_config("edgetam").with_image_size(SIZE)
+    config = dataclasses.replace(
+        base,
+        trunk=dataclasses.replace(base.trunk, embed_dim=(16, 32, 64, 128), depth=(1, 1, 1, 1)),
+        memory=dataclasses.replace(base.memory, attention_layers=1, attention_ffn_dim=256),
+        perceiver=dataclasses.replace(base.perceiver, depth=1, num_latents=64,
+                                      num_latents_2d=64))
+    torch.manual_seed(0)
+    reduced = build_model(config, random_weights=True)
+    with torch.no_grad():
+        reduced.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+    assert reduced.spatial_perceiver is not None  # memories are still compressed
+    _check_bounded(reduced, 2000)

@@ -168,6 +168,32 @@ def test_equals_streaming_tracker(reference_run, export_dir, bedroom, batched, m
         assert np.allclose(list(signals.values()), list(ref_signals.values()), atol=TIGHT)
 
 
+@pytest.mark.slow
+def test_edgetam_export_equals_streaming_tracker(edgetam256_onnx, bedroom):
+    """The same scenario on a real EdgeTAM export: memories come out of the memory encoder
+    graph already compressed by the perceiver (512 tokens, not H*W), and memory attention
+    splits its RoPE between the 2D latents and the global ones."""
+    model, folder = edgetam256_onnx
+    with torch.inference_mode():
+        expected, _, ref_retained = _scenario(
+            StreamingTracker(model, fill_hole_area=8, prefetch=0).start(str(bedroom)))
+    session = OnnxStreamingTracker(folder, fill_hole_area=8, intra_op_threads=1).start(
+        str(bedroom))
+    got, _, retained = _scenario(session)
+    assert sorted(got) == sorted(expected) == list(range(NUM_FRAMES))
+    worst = 0.0
+    for frame_idx, objects in expected.items():
+        assert list(got[frame_idx]) == list(objects), frame_idx
+        for obj_id, ref in objects.items():
+            assert (ref > 0).any(), f"frame {frame_idx} object {obj_id}: nothing to compare"
+            err = rel_err(got[frame_idx][obj_id], ref)
+            worst = max(worst, err)
+            assert err <= TOL, f"frame {frame_idx} object {obj_id}: relative error {err:.2e}"
+    print(f"\nEdgeTAM export: max relative error {worst:.1e}")
+    assert worst <= TIGHT
+    assert [r[:2] for r in retained] == [r[:2] for r in ref_retained]
+
+
 def test_memory_stays_bounded(export_dir):
     """A live stream (pointer window 16) of 18 small frames, one object clicked on frame 0:
     the session keeps the prompted frame plus the 6 tracked memories and 15 tracked
