@@ -175,3 +175,38 @@ def test_sessions_with_the_same_name_show_path_and_date(disc_server, browser_con
         arg=second)
     tab.check_no_errors()
     page.close()
+
+
+def test_label_changes_show_in_a_page_on_another_video(disc_server, browser_context):
+    """Two tabs, each on its own session of the clip: a label added, renamed and deleted in
+    one appears, changes and goes in the other's label list without a reload."""
+    one = Page(browser_context, disc_server, "labels-one")
+    other = Page(browser_context, disc_server, "labels-other")
+    first, second = _opened(one), _opened(other)
+    assert first != second
+    loads = []
+    other.page.on("request", lambda r: loads.append(r) if r.url.endswith("/api/labels") else None)
+
+    one.page.fill("#label-name", "kite")
+    one.page.click("#label-add")
+    assert "Label “kite” added" in one.wait_status("info")
+    (label,) = [lb for lb in disc_server.json("/api/labels")["labels"] if lb["name"] == "kite"]
+    name_input = f'#label-list li[data-label-id="{label["id"]}"] input[type="text"]'
+    other.page.wait_for_function(
+        "sel => document.querySelector(sel)?.value === 'kite'", arg=name_input)
+
+    one.page.fill(name_input, "kite surfer")
+    one.page.press(name_input, "Enter")
+    one.wait_status("info")
+    other.page.wait_for_function(
+        "sel => document.querySelector(sel)?.value === 'kite surfer'", arg=name_input)
+
+    one.page.click(f'#label-list li[data-label-id="{label["id"]}"] button')  # confirm: accepted
+    one.wait_status("info")
+    other.page.wait_for_function(
+        "id => !document.querySelector(`#label-list li[data-label-id=\"${id}\"]`)",
+        arg=label["id"])
+    assert len(loads) >= 3  # the other page fetched the labels again each time
+    for tab in (one, other):
+        tab.check_no_errors()
+        tab.page.close()

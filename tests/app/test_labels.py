@@ -87,6 +87,32 @@ def test_label_endpoints(client, svc):
     assert client.post(url, json={"name": "bus"}).json()["id"] == lid + 1
 
 
+def test_label_changes_reach_every_video_s_page(client, svc, root):
+    """Labels are the data folder's, so a change is an event on every video's stream (a
+    page open on another video reloads its label selects); a refused change is none."""
+    first = opened(client)
+    copy_clip(root / "clip2", 2)
+    second = opened(client, "clip2")
+    start = svc.hub.last_seq
+
+    def label_events(video_id: int) -> list[str]:
+        return [name for _, name, _ in svc.hub.since(video_id, start) if name == "labels"]
+
+    lid = client.post("/api/labels", json={"name": "person"}).json()["id"]
+    client.patch(f"/api/labels/{lid}", json={"color": "#123456"})
+    refused_label(client, svc, "PATCH", f"/api/labels/{lid}", 400, json={"name": ""})
+    refused_label(client, svc, "POST", "/api/labels", 409, json={"name": "person"})
+    client.delete(f"/api/labels/{lid}")
+    assert label_events(first) == label_events(second) == ["labels"] * 3
+    # A video's own events still come in order with them; forgetting one video keeps them.
+    client.post(f"/api/videos/{first}/objects", json={})
+    events = svc.hub.since(first, start)
+    assert [seq for seq, _, _ in events] == sorted(seq for seq, _, _ in events)
+    assert events[-1][1] == "changed"
+    svc.hub.forget(first)
+    assert label_events(second) == ["labels"] * 3
+
+
 def test_object_labels(client, svc):
     vid = opened(client)
     person = client.post("/api/labels", json={"name": "person"}).json()["id"]

@@ -13,6 +13,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 KEEP = 256  # events kept per video; a client further behind just refetches everything
+# The log of events that every video's stream carries: the label set belongs to the data
+# folder, so a page open on another video must hear about its changes too.
+EVERY_VIDEO = -1
 
 
 class EventHub:
@@ -27,9 +30,16 @@ class EventHub:
             log = self._logs.setdefault(video_id, deque(maxlen=KEEP))
             log.append((self._seq, event, data))
 
+    def publish_to_all(self, event: str, data: dict) -> None:
+        """An event for the streams of every video (open now or later within `KEEP`)."""
+        self.publish(EVERY_VIDEO, event, data)
+
     def since(self, video_id: int, seq: int) -> list[tuple[int, str, dict]]:
+        """The video's events and those for every video, newer than ``seq``, in order."""
         with self._lock:
-            return [e for e in self._logs.get(video_id, ()) if e[0] > seq]
+            events = [e for key in (video_id, EVERY_VIDEO) for e in self._logs.get(key, ())
+                      if e[0] > seq]
+        return sorted(events, key=lambda e: e[0])
 
     @property
     def last_seq(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,8 +181,9 @@ def _insert(conn: sqlite3.Connection, spec: LabelSpec) -> int:
 class LabelBook:
     """The API operations on the label set; each write is one transaction."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_change: Callable[[], None] = lambda: None) -> None:
         self.db = db
+        self._on_change = on_change  # after each committed change (open pages reload labels)
 
     def row(self, label_id: int) -> sqlite3.Row:
         row = self.db.query_one("SELECT * FROM labels WHERE id = ?", (label_id,))
@@ -196,6 +198,7 @@ class LabelBook:
             if why:
                 raise conflict(why)
             label_id = _insert(conn, spec)
+        self._on_change()
         return label_json(self.row(label_id))
 
     def update(self, label_id: int, changes: dict) -> dict:
@@ -215,6 +218,7 @@ class LabelBook:
                 raise conflict(why)
             conn.execute("UPDATE labels SET name = ?, color = ?, yolo_id = ? WHERE id = ?",
                          (spec.name, spec.color, spec.yolo_id, label_id))
+        self._on_change()
         return label_json(self.row(label_id))
 
     def delete(self, label_id: int) -> None:
@@ -222,6 +226,7 @@ class LabelBook:
         with self.db.transaction() as conn:
             if conn.execute("DELETE FROM labels WHERE id = ?", (label_id,)).rowcount == 0:
                 raise not_found(f"no label with id {label_id}")
+        self._on_change()
 
     def merge(self, specs: list[LabelSpec]) -> tuple[int, int]:
         """Merge a labels file: names that exist are updated with what the file gives,
@@ -249,6 +254,7 @@ class LabelBook:
                               spec.yolo_id if spec.yolo_id is not None else old["yolo_id"],
                               old["id"]))
                 updated += 1
+        self._on_change()
         return added, updated
 
 

@@ -50,7 +50,8 @@ class AnnotationService(ServiceCore):
         self.prompts = PromptEditor(self)
         self.tracker = Tracker(self)
         self.exporter = Exporter(self)
-        self.labels = LabelBook(self.db)  # the project's label set (app/labels.py)
+        # The project's label set (app/labels.py); pages on every video hear of its changes.
+        self.labels = LabelBook(self.db, lambda: self.hub.publish_to_all("labels", {}))
         self.brush = BrushEditor(self)
         self.review = ReviewDesk(self)  # review hints (app/review.py)
 

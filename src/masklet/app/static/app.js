@@ -250,6 +250,12 @@ class App {
       this.scheduleRefresh();
     });
     es.addEventListener("changed", () => this.scheduleRefresh());
+    // The label set changed (in this page or another): reload it, and the video, whose
+    // objects lose a deleted label.
+    es.addEventListener("labels", () => {
+      this.labels.refresh().catch((err) => this.showError(err));
+      this.scheduleRefresh();
+    });
     es.addEventListener("progress", (e) => this.onProgress(parse(e).job));
     es.onerror = () => {
       // EventSource reconnects by itself; "hello" says when it is back.
