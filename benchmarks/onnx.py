@@ -8,6 +8,8 @@ One process, same (seeded random) weights: the model is exported with
           frames, run interleaved frame by frame so load from other processes falls on both
           alike; and the image encoder alone (ONNX graph vs `SAM2Model.forward_image`).
           Ratios are PyTorch / ONNX (above 1: ONNX Runtime is faster). Both use --threads.
+  prefetch: the ONNX tracker reading frames inline (prefetch=0) against reading them
+          ahead in its thread (the default, prefetch=2); ratio inline / ahead.
   size:   disk size of two fresh virtual environments: one with only the runtime's
           dependencies (`pip install ./runtime`) and one with torch==2.13.0 and masklet with
           its base dependencies (`pip install torch==2.13.0 .`).
@@ -57,6 +59,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--export", type=Path, default=None,
                    help="reuse this export of the same preset and size, made from the same "
                         "seed-0 random weights (default: export into a temporary folder)")
+    p.add_argument("--prefetch-rounds", type=int, default=3,
+                   help="alternated whole runs of the ONNX tracker with prefetch 0 and 2 "
+                        "(0: skip that part)")
     p.add_argument("--skip-venvs", action="store_true", help="skip the install-size part")
     p.add_argument("--venv-root", type=Path, default=Path(tempfile.gettempdir()) / "masklet-venvs")
     return p.parse_args()
@@ -113,7 +118,7 @@ def torch_frames(model, folder: Path, n_obj: int):
 def onnx_frames(graphs, folder: Path, n_obj: int):
     from masklet_runtime.tracker import OnnxStreamingTracker
 
-    with OnnxStreamingTracker(graphs).start(str(folder)) as session:
+    with OnnxStreamingTracker(graphs, prefetch=0).start(str(folder)) as session:
         for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
             session.add_points(obj_id, [[x, y]], [1])
         for frame in session:
@@ -135,6 +140,25 @@ def tracking_row(model, graphs, folder: Path, n_obj: int, frames: int, warmup: i
     t, o = (float(np.mean(wall[k][warmup:])) for k in ("torch", "onnx"))
     err = rel_err(last["onnx"], last["torch"])
     return ["tracking", str(n_obj), f"{t:.3f}", f"{o:.3f}", f"{t / o:.2f}x", f"{err:.1e}"]
+
+
+def prefetch_row(graphs, folder: Path, n_obj: int, rounds: int, warmup: int) -> list[str]:
+    """Steady-state seconds per frame of the ONNX tracker reading frames inline (prefetch 0)
+    and ahead in its thread (prefetch 2): whole runs, alternated (a reader thread cannot be
+    run in lockstep with another tracker); the median of `rounds` runs each."""
+    from masklet_runtime.tracker import OnnxStreamingTracker
+
+    per_frame: dict[int, list[float]] = {0: [], 2: []}
+    for _ in range(rounds):
+        for prefetch in per_frame:
+            with OnnxStreamingTracker(graphs, prefetch=prefetch).start(str(folder)) as session:
+                for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
+                    session.add_points(obj_id, [[x, y]], [1])
+                stamps = [time.perf_counter() for _ in session]
+            per_frame[prefetch].append((stamps[-1] - stamps[warmup - 1])
+                                       / (len(stamps) - warmup))
+    inline, ahead = median(per_frame[0]), median(per_frame[2])
+    return [str(n_obj), f"{inline:.3f}", f"{ahead:.3f}", f"{inline / ahead:.2f}x"]
 
 
 def venv_size(path: Path, packages: list[str]) -> int:
@@ -184,10 +208,16 @@ def main() -> None:
         rows = encoder_rows(model, graphs, args.encoder_reps)
         for n in args.objects:
             rows.append(tracking_row(model, graphs, clip, n, args.frames, args.warmup))
+        prefetch_rows = [prefetch_row(graphs, clip, n, args.prefetch_rounds, args.warmup)
+                         for n in args.objects] if args.prefetch_rounds > 0 else []
     print(f"\n{args.preset} at {args.image_size} px, {args.frames} bedroom frames "
           f"({args.warmup} warm-up, the rest averaged); seconds (wall); ratio PyTorch / ONNX; "
           "err: max |ONNX - PyTorch| / max(1, max |PyTorch|) on the last output")
     print_table(["what", "objects", "PyTorch s", "ONNX s", "ratio", "err"], rows)
+    if prefetch_rows:
+        print(f"\nONNX tracker, frames read inline vs ahead in its thread (seconds per frame, "
+              f"median of {args.prefetch_rounds} alternated runs; ratio inline / ahead)")
+        print_table(["objects", "prefetch 0", "prefetch 2", "ratio"], prefetch_rows)
     if not args.skip_venvs:
         print(f"\nfresh virtual environments under {args.venv_root} (du -sb):")
         print_table(["venv", "size"], venv_rows(args.venv_root))

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ from reference import rel_err
 from masklet import StreamingTracker
 from masklet_runtime.graphs import Graphs
 from masklet_runtime.prompts import PromptError
+from masklet_runtime.sources import VideoReadError
 from masklet_runtime.tracker import OnnxStreamingTracker, UnknownObjectError
 
 TOL = 1e-3  # the issue's bound, relative to max(1, max |reference|)
@@ -206,6 +208,102 @@ def test_memory_stays_bounded(export_dir):
     assert len(counts) == 18
     assert counts[3] == (4, 4)  # nothing dropped yet
     assert max(counts) == counts[-1] == (1 + 7, 1 + 16)
+
+
+def _counted(frames, produced: list, stop_at: int | None = None):
+    """A live source of ``frames`` that records how many were read (and a bad frame at
+    ``stop_at``: the wrong size)."""
+    try:
+        for i, frame in enumerate(frames):
+            produced[0] = i + 1
+            yield frame[:-1] if i == stop_at else frame
+    finally:
+        produced.append("closed")
+
+
+def _wait_for(condition, timeout_s: float = 10.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_prefetch_reads_ahead_within_its_bound(export_dir):
+    """prefetch=2 reads at most 3 frames past the current one (2 waiting, 1 in the works),
+    does read ahead, and tracks exactly as reading inline does."""
+    frames = np.random.default_rng(9).integers(0, 256, (10, 48, 64, 3), dtype=np.uint8)
+    results = {}
+    for prefetch in (0, 2):
+        produced = [0]
+        tracker = OnnxStreamingTracker(export_dir, intra_op_threads=1, prefetch=prefetch)
+        session = tracker.start(_counted(frames, produced))
+        session.add_points(1, [[30, 20]], [1])
+        ahead = []
+        masks = []
+        for frame in session:
+            masks.append(frame.masks)
+            assert produced[0] <= frame.frame_idx + 1 + prefetch + 1
+            assert session.retained_frames() <= 1 + prefetch
+            if prefetch and frame.frame_idx == 3:
+                # The thread gets there while the graphs run or shortly after.
+                full = 3 + 1 + prefetch + 1
+                assert _wait_for(lambda p=produced, n=full: p[0] == n)
+            ahead.append(produced[0] - (frame.frame_idx + 1))
+        assert produced[-1] == "closed"
+        results[prefetch] = np.stack(masks)
+        if prefetch:
+            assert max(ahead) == prefetch + 1
+        else:
+            assert ahead == [0] * 10
+    np.testing.assert_array_equal(results[0], results[2])
+    with pytest.raises(ValueError, match="prefetch"):
+        OnnxStreamingTracker(export_dir, prefetch=-1)
+    with pytest.raises(ValueError, match="prefetch"):
+        OnnxStreamingTracker(export_dir, prefetch=True)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_a_bad_frame_is_an_error_at_that_frame(export_dir, prefetch):
+    """A frame read ahead that fails is raised when the tracker reaches it, not before,
+    and again if asked once more; the frames before it were tracked."""
+    frames = np.zeros((6, 48, 64, 3), dtype=np.uint8)
+    produced = [0]
+    session = OnnxStreamingTracker(export_dir, intra_op_threads=1, prefetch=prefetch).start(
+        _counted(frames, produced, stop_at=3))
+    session.add_points(1, [[30, 20]], [1])
+    assert [session.step().frame_idx for _ in range(3)] == [0, 1, 2]
+    for _ in range(2):
+        with pytest.raises(VideoReadError, match="frame 3 is 47x64"):
+            session.step()
+    session.close()
+    assert session.step() is None
+    assert _wait_for(lambda: produced[-1] == "closed")
+
+
+def test_closing_stops_reading_ahead(export_dir):
+    """Closing a session on an endless live source ends its reader thread and closes the
+    source; the frames read ahead are dropped."""
+    def endless():
+        frame = np.zeros((48, 64, 3), dtype=np.uint8)
+        while True:
+            produced[0] += 1
+            yield frame
+
+    produced = [0]
+    before = threading.active_count()
+    session = OnnxStreamingTracker(export_dir, intra_op_threads=1).start(endless())
+    session.add_points(1, [[30, 20]], [1])
+    session.step()
+    assert _wait_for(lambda: session.retained_frames() == 1 + 2)
+    session.close()
+    assert session.retained_frames() == 0
+    assert _wait_for(lambda: threading.active_count() == before)
+    assert not any(t.name == "masklet-runtime-prefetch" for t in threading.enumerate())
+    read = produced[0]
+    time.sleep(0.3)
+    assert produced[0] == read  # nothing reads the source any more
 
 
 def test_bad_prompts_and_ids(export_dir):

@@ -7,9 +7,10 @@
             if frame_idx == 40:
                 session.add_box(2, [10, 20, 200, 220])  # a new object on frame 40
 
-Frames are read one at a time, forwards only. A session keeps, per object, its prompted
-frames' outputs and only the tracked outputs that later frames read; of the video it holds
-the current frame (its image and features). The masks equal masklet's StreamingTracker's
+Frames are read forwards only, up to ``prefetch`` frames ahead in a background thread. A
+session keeps, per object, its prompted frames' outputs and only the tracked outputs that
+later frames read; of the video it holds the current frame (its image and features) and
+the frames read ahead. The masks equal masklet's StreamingTracker's
 with the same model (fp32) and prompts.
 """
 
@@ -27,6 +28,7 @@ import numpy as np
 from masklet_runtime.bank import ObjectState, PointPrompt
 from masklet_runtime.graphs import load_graphs
 from masklet_runtime.postprocess import non_overlapping, resize_bilinear, resize_bilinear_aa
+from masklet_runtime.prefetch import ModelInputs
 from masklet_runtime.preprocess import FramePreprocessor
 from masklet_runtime.prompts import (
     PromptError,
@@ -84,12 +86,16 @@ class OnnxStreamingTracker:
         non_overlap_masks: make the returned masks of different objects non-overlapping.
         intra_op_threads: ONNX Runtime threads per graph when loading a folder (None:
             its default).
+        prefetch: frames read and preprocessed ahead in a background thread (0: none).
     Raises:
         ExportError: a folder that is not a usable export (one-line message).
+        ValueError: a negative ``prefetch``.
     """
 
     def __init__(self, graphs: Any, *, fill_hole_area: int = 8, non_overlap_masks: bool = False,
-                 intra_op_threads: int | None = None) -> None:
+                 intra_op_threads: int | None = None, prefetch: int = 2) -> None:
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
         if isinstance(graphs, (str, os.PathLike)):
             graphs = load_graphs(graphs, intra_op_threads=intra_op_threads)
         self.graphs = graphs
@@ -98,6 +104,7 @@ class OnnxStreamingTracker:
         self.preprocess = FramePreprocessor(self.image_size, s["image_mean"], s["image_std"])
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
+        self.prefetch = prefetch
 
     def start(self, source: Any, *, sinks: Iterable[MaskSink] = ()) -> OnnxStreamingSession:
         """Open a source: a video file path (or its bytes), a folder of frame images, a
@@ -120,7 +127,8 @@ class OnnxStreamingSession:
     def __init__(self, tracker: OnnxStreamingTracker, source: FrameSource,
                  sinks: list[MaskSink]) -> None:
         self._tracker = tracker
-        self._source: FrameSource | None = source
+        self._inputs: ModelInputs | None = ModelInputs(source, tracker.preprocess,
+                                                       tracker.prefetch)
         self._sinks = sinks
         # Fixed at the start: a live source learns its length only at its end, and the
         # pointer encoding must not change then.
@@ -149,6 +157,11 @@ class OnnxStreamingSession:
         """True once the source has no frame after the current one."""
         return self._finished
 
+    def retained_frames(self) -> int:
+        """Preprocessed frames held: the current one and those read ahead (<= 1 + prefetch)."""
+        ahead = self._inputs.num_ahead if self._inputs is not None else 0
+        return ahead + int(self._image is not None)
+
     def retained_memories(self) -> int:
         """Spatial memories held over all objects: prompted frames' plus at most
         ``num_maskmem`` recent frames'."""
@@ -160,10 +173,6 @@ class OnnxStreamingSession:
         ``max_obj_ptrs_in_encoder`` recent frames'."""
         return sum(len(obj.cond_outputs) + len(obj.non_cond_outputs)
                    for obj in self.objects.values())
-
-    def retained_frames(self) -> int:
-        """Preprocessed frames held: 1 (the current one) once read, else 0."""
-        return int(self._image is not None)
 
     def retained_features(self) -> int:
         """Image-feature sets held: 1 (the current frame's) once computed, else 0."""
@@ -263,12 +272,11 @@ class OnnxStreamingSession:
         if self._processed:
             # The current frame can no longer be corrected: remember it as it is now.
             self._stepper.commit(self.objects.values(), self._frame_idx, self._features)
-        frame = self._source.next_frame() if self._source is not None else None
-        if frame is None:
+        image = self._inputs.next() if self._inputs is not None else None
+        if image is None:
             self._finish()
             return None
-        self._frame_idx, self._features = idx, None
-        self._image = self._tracker.preprocess(frame)
+        self._frame_idx, self._features, self._image = idx, None, image
         self._stepper.memory.forget_before(self.objects.values(), idx, self.num_frames)
         for obj in self.objects.values():
             obj.point_inputs.clear()  # clicks of earlier frames cannot be extended
@@ -305,9 +313,9 @@ class OnnxStreamingSession:
     def _finish(self) -> None:
         # The last frame's image and features stay, so that it can still be corrected.
         self._finished = True
-        if self._source is not None:
-            self._source.close()
-            self._source = None
+        if self._inputs is not None:
+            self._inputs.close()
+            self._inputs = None
 
     def _current_features(self) -> FrameFeatures:
         if self._features is None:
@@ -340,9 +348,9 @@ class OnnxStreamingSession:
     def close(self) -> None:
         """Stop reading the source and drop every frame, feature and memory (idempotent)."""
         self._closed = self._finished = True
-        if self._source is not None:
-            self._source.close()
-            self._source = None
+        if self._inputs is not None:
+            self._inputs.close()
+            self._inputs = None
         self._image = self._features = None
         self.objects.clear()
         self._queued.clear()
