@@ -8,6 +8,7 @@ the same tracker in a subprocess where importing torch raises.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -304,6 +305,13 @@ def test_closing_stops_reading_ahead(export_dir):
     read = produced[0]
     time.sleep(0.3)
     assert produced[0] == read  # nothing reads the source any more
+
+    # A session dropped without close() stops its reader too once collected.
+    dropped = OnnxStreamingTracker(export_dir, intra_op_threads=1).start(endless())
+    assert _wait_for(lambda: produced[0] >= read + 3)
+    del dropped
+    gc.collect()
+    assert _wait_for(lambda: threading.active_count() == before)
 
 
 def test_bad_prompts_and_ids(export_dir):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -31,9 +32,9 @@ class ModelInputs:
 
     With ``depth`` 0 each frame is read when asked for. With ``depth`` > 0 a thread reads
     and preprocesses ahead, holding at most ``depth`` finished inputs plus the one it is
-    working on; it is then the source's only reader and closes it when it stops. A read
-    error is raised by `next` at the frame it concerns, and again by any later call (the
-    source has ended there).
+    working on; it is then the source's only reader and closes it when it stops (on
+    `close`, or when this object is garbage-collected unclosed). A read error is raised by
+    `next` at the frame it concerns, and again by any later call (the source ended there).
     """
 
     def __init__(self, source: FrameSource, preprocess: Preprocess, depth: int) -> None:
@@ -45,9 +46,13 @@ class ModelInputs:
         if depth:
             self._ready: queue.Queue[_Item] = queue.Queue(maxsize=depth)
             self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, name="masklet-runtime-prefetch",
-                                            daemon=True)
+            # The thread holds no reference to self, so a session dropped without close()
+            # is collected, and the finalizer stops the thread.
+            self._thread = threading.Thread(
+                target=_read_ahead, args=(source, preprocess, self._ready, self._stop),
+                name="masklet-runtime-prefetch", daemon=True)
             self._thread.start()
+            weakref.finalize(self, self._stop.set)
 
     def next(self) -> np.ndarray | None:
         """The next frame's input; None after the last frame (or once closed)."""
@@ -56,7 +61,7 @@ class ModelInputs:
         if self._last is not None:
             item = self._last
         elif self._thread is None:
-            item = self._read()
+            item = _read_one(self._source, self._preprocess)
         else:
             item = self._ready.get()
         image, error = item
@@ -65,32 +70,6 @@ class ModelInputs:
         if error is not None:
             raise error
         return image
-
-    def _read(self) -> _Item:
-        try:
-            frame = self._source.next_frame()
-            return (None if frame is None else self._preprocess(frame)), None
-        except Exception as exc:  # delivered by next(), in order
-            return None, exc
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                item = self._read()
-                if not self._put(item) or item[0] is None:
-                    return
-        finally:
-            self._source.close()
-
-    def _put(self, item: _Item) -> bool:
-        """Queue ``item`` once there is room; False if the reader was closed meanwhile."""
-        while not self._stop.is_set():
-            try:
-                self._ready.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     @property
     def num_ahead(self) -> int:
@@ -112,3 +91,34 @@ class ModelInputs:
             except queue.Empty:
                 break
         self._thread.join(JOIN_TIMEOUT_S)
+
+
+def _read_one(source: FrameSource, preprocess: Preprocess) -> _Item:
+    try:
+        frame = source.next_frame()
+        return (None if frame is None else preprocess(frame)), None
+    except Exception as exc:  # handed to the consumer at this frame
+        return None, exc
+
+
+def _read_ahead(source: FrameSource, preprocess: Preprocess, ready: queue.Queue,
+                stop: threading.Event) -> None:
+    """The thread: read until the end, an error or ``stop``, then close the source."""
+    try:
+        while not stop.is_set():
+            item = _read_one(source, preprocess)
+            if not _put(ready, item, stop) or item[0] is None:
+                return
+    finally:
+        source.close()
+
+
+def _put(ready: queue.Queue, item: _Item, stop: threading.Event) -> bool:
+    """Queue ``item`` once there is room; False if reading was stopped meanwhile."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
