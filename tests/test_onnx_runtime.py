@@ -106,6 +106,12 @@ def test_a_valid_folder_loads_and_runs(tmp_path):
     assert graphs.settings == {"image_size": 64}
     np.testing.assert_array_equal(graphs.constants["no_mem_embed"], np.arange(4))
     assert graphs.manifest["format_version"] == FORMAT_VERSIONS[-1]
+    # The sessions' threads sleep between runs (spinning ones slow the tracker 3x on small
+    # models; graphs.py), with the thread count asked for.
+    graphs = load_graphs(tmp_path / "exp", intra_op_threads=3)
+    options = graphs.sessions["relu"].get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 3
 
 
 @pytest.mark.parametrize("case, breakage, fragment", BAD_DIRS, ids=[c[0] for c in BAD_DIRS])
