@@ -105,12 +105,17 @@ def encoder_rows(model, graphs, reps: int) -> list[list[str]]:
     return [["image encoder", "-", f"{t:.3f}", f"{o:.3f}", f"{t / o:.2f}x", f"{err:.1e}"]]
 
 
+def add_clicks(session, n_obj: int) -> None:
+    """One click per object on frame 0 (the same for both trackers)."""
+    for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
+        session.add_points(obj_id, [[x, y]], [1])
+
+
 def torch_frames(model, folder: Path, n_obj: int):
     from masklet import StreamingTracker
 
     with StreamingTracker(model, prefetch=0).start(str(folder)) as session:
-        for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
-            session.add_points(obj_id, [[x, y]], [1])
+        add_clicks(session, n_obj)
         for frame in session:
             yield frame.masks.float().numpy()
 
@@ -119,8 +124,7 @@ def onnx_frames(graphs, folder: Path, n_obj: int):
     from masklet_runtime.tracker import OnnxStreamingTracker
 
     with OnnxStreamingTracker(graphs, prefetch=0).start(str(folder)) as session:
-        for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
-            session.add_points(obj_id, [[x, y]], [1])
+        add_clicks(session, n_obj)
         for frame in session:
             yield np.asarray(frame.masks)
 
@@ -152,8 +156,7 @@ def prefetch_row(graphs, folder: Path, n_obj: int, rounds: int, warmup: int) -> 
     for _ in range(rounds):
         for prefetch in per_frame:
             with OnnxStreamingTracker(graphs, prefetch=prefetch).start(str(folder)) as session:
-                for obj_id, (x, y) in enumerate(CLICKS[:n_obj], start=1):
-                    session.add_points(obj_id, [[x, y]], [1])
+                add_clicks(session, n_obj)
                 stamps = [time.perf_counter() for _ in session]
             per_frame[prefetch].append((stamps[-1] - stamps[warmup - 1])
                                        / (len(stamps) - warmup))

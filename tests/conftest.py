@@ -53,38 +53,42 @@ def require_reference():
         )
 
 
+def make_objects_present(model) -> None:
+    """Random weights judge every object absent (all masks -1024), leaving nothing to
+    compare: raise the object-score head's bias so that objects are present."""
+    import torch
+
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+
+
+def _seeded_export(tmp_path_factory, preset: str, name: str, *, present: bool):
+    """(model, export folder): ``preset`` at 256 px with seed-0 random weights, exported."""
+    import torch
+
+    from masklet import build_model, get_config
+    from masklet.onnx import export_model
+
+    torch.manual_seed(0)
+    model = build_model(get_config(preset).with_image_size(256), random_weights=True).eval()
+    if present:
+        make_objects_present(model)
+    out = tmp_path_factory.mktemp("onnx") / name
+    export_model(model, out)
+    return model, out
+
+
 @pytest.fixture(scope="session")
 def tiny256_onnx(tmp_path_factory):
     """(model, export folder): sam2.1_hiera_tiny at 256 px with seeded random weights
     (seed 0), exported with masklet.onnx.export_model once per test run (an export takes
     minutes) and shared by the ONNX test modules. Treat both as read-only."""
-    import torch
-
-    from masklet import build_model, get_config
-    from masklet.onnx import export_model
-
-    torch.manual_seed(0)
-    model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(256),
-                        random_weights=True).eval()
-    out = tmp_path_factory.mktemp("onnx") / "tiny256"
-    export_model(model, out)
-    return model, out
+    return _seeded_export(tmp_path_factory, "sam2.1_hiera_tiny", "tiny256", present=False)
 
 
 @pytest.fixture(scope="session")
 def edgetam256_onnx(tmp_path_factory):
     """(model, export folder): the edgetam preset at 256 px with seeded random weights (seed
-    0; objects made present, as random weights would judge every object absent), exported
-    once per run for the slow suite's export and tracker tests. Treat both as read-only."""
-    import torch
-
-    from masklet import build_model, get_config
-    from masklet.onnx import export_model
-
-    torch.manual_seed(0)
-    model = build_model(get_config("edgetam").with_image_size(256), random_weights=True).eval()
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
-    out = tmp_path_factory.mktemp("onnx") / "edgetam256"
-    export_model(model, out)
-    return model, out
+    0; objects made present), exported once per run for the slow suite's export and tracker
+    tests. Treat both as read-only."""
+    return _seeded_export(tmp_path_factory, "edgetam", "edgetam256", present=True)

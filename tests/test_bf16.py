@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from heavy_ops import HeavyOpLedger
 from torch import nn
 
+from conftest import make_objects_present
+
 from masklet import VideoPredictor, build_model, get_config
 from masklet.tracking import precision
 from masklet.tracking.precision import check_precision, cpu_bf16_features, recommended_precision
@@ -137,8 +139,7 @@ def _model(preset: str, size: int, device: str = "cpu"):
     torch.manual_seed(0)
     model = build_model(get_config(preset).with_image_size(size), random_weights=True,
                         device=device)
-    with torch.no_grad():  # random weights would judge the object absent (no memory work)
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+    make_objects_present(model)  # else no memory work
     return model
 
 

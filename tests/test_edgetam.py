@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import require_data
+from conftest import make_objects_present, require_data
 from reference import rel_err
 
 from masklet import StreamingTracker, VideoPredictor, build_model, get_config
@@ -30,10 +30,7 @@ def _meta_state(name: str) -> dict:
 def model():
     torch.manual_seed(0)
     m = build_model(get_config("edgetam").with_image_size(SIZE), random_weights=True)
-    with torch.no_grad():
-        # Random weights judge every object absent (all masks -1024), leaving nothing to
-        # compare: make objects present.
-        m.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+    make_objects_present(m)
     return m
 
 
@@ -249,7 +246,6 @@ def test_bounded_memory_2000_frames():
                                       num_latents_2d=64))
     torch.manual_seed(0)
     reduced = build_model(config, random_weights=True)
-    with torch.no_grad():
-        reduced.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+    make_objects_present(reduced)
     assert reduced.spatial_perceiver is not None  # memories are still compressed
     _check_bounded(reduced, 2000)

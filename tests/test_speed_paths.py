@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import make_objects_present
 from reference import rel_err
 
 from masklet import StreamingTracker, VideoPredictor, build_model, get_config
@@ -227,8 +228,7 @@ def small_model():
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(base, trunk=trunk, memory=memory),
                         random_weights=True).eval()
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+    make_objects_present(model)
     return model
 
 
@@ -299,8 +299,7 @@ def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_bf16_precision_runs_and_agrees_with_fp32():
     torch.manual_seed(0)
     model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(128), random_weights=True)
-    with torch.no_grad():  # random weights would judge the object absent (flat -1024)
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+    make_objects_present(model)
     frames = _moving_disc()
     fp32 = _track(model, "fp32", frames)
     bf16 = _track(model, "bf16", frames)

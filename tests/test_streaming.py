@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import require_data
+from conftest import make_objects_present, require_data
 from reference import rel_err
 
 from masklet import StreamingTracker, VideoPredictor, build_model, get_config
@@ -63,10 +63,7 @@ def fast_model():
     memory = dataclasses.replace(base.memory, attention_layers=1, attention_ffn_dim=256,
                                  fuser_layers=1)
     model = _seeded_model(dataclasses.replace(base, trunk=trunk, memory=memory))
-    with torch.no_grad():
-        # Random weights would judge every object absent after frame 0 (all masks -1024),
-        # leaving nothing to compare: make objects present.
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+    make_objects_present(model)
     return model
 
 

@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import make_objects_present
+
 from masklet.app.service import AnnotationService, AppConfig
 from masklet.build import build_model
 from masklet.bundled import demo_clip
@@ -30,9 +32,7 @@ TRACKED = 3  # frames tracked after the prompted one
 def edgetam():
     torch.manual_seed(0)
     model = build_model(get_config("edgetam").with_image_size(SIZE), random_weights=True)
-    with torch.no_grad():
-        # Random weights judge every object absent (empty masks): make objects present.
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(1.0)
+    make_objects_present(model)
     return model
 
 

@@ -10,8 +10,8 @@
 Frames are read forwards only, up to ``prefetch`` frames ahead in a background thread. A
 session keeps, per object, its prompted frames' outputs and only the tracked outputs that
 later frames read; of the video it holds the current frame (its image and features) and
-the frames read ahead. The masks equal masklet's StreamingTracker's
-with the same model (fp32) and prompts.
+the frames read ahead. The masks equal masklet's StreamingTracker's with the same model
+(fp32) and prompts.
 """
 
 from __future__ import annotations
