@@ -15,7 +15,7 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 # 1024 px video parity and EdgeTAM's 2,000 frames: each about 3 minutes on 2 CPU cores).
 SLOW_ORDER = ("test_image_encoder", "test_presets", "test_streaming", "test_compile",
               "test_image_parity", "test_video_parity", "test_edgetam_parity",
-              "test_motion_parity", "test_onnx_export", "test_onnx_tracker",
+              "test_motion_parity", "test_onnx_export", "test_onnx_tracker", "test_onnx_video",
               "test_video_parity[1024]", "test_edgetam")
 
 
@@ -34,6 +34,19 @@ def pytest_collection_modifyitems(items):
         return (SLOW_ORDER.index(module) if module in SLOW_ORDER else len(SLOW_ORDER)), group
 
     items.sort(key=rank)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module's tests (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``): on a busy 2-core machine two threads
+    contend and run far slower. The old count is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def require_data(*parts: str) -> Path:

@@ -39,12 +39,8 @@ SENSITIVE = MotionConfig(stable_frames=2, motion_weight=0.9, stable_iou=0.3, mem
                          memory_object_score=0.0045, memory_motion=0.9)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread (conftest): on a busy 2-core machine two threads contend.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------ parts

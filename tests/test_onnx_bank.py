@@ -56,17 +56,22 @@ def _states(model, cond_frames, tracked_frames, no_memory):
     return ours, theirs
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["forwards", "backwards"])
 @pytest.mark.parametrize("num_frames", [None, 12, 40])
 @pytest.mark.parametrize("frame_idx", [3, 9, 21])
-def test_gather_equals_masklet(model, num_frames, frame_idx):
+def test_gather_equals_masklet(model, num_frames, frame_idx, reverse):
+    if reverse and num_frames is None:
+        pytest.skip("tracking backwards needs a video of known length")
     cond = [0, 5, 7, 20]
-    tracked = [t for t in range(frame_idx) if t not in cond]
-    ours, theirs = _states(model, cond, tracked, no_memory={1, 4})
+    # Tracked frames before the current one, after it when tracking backwards.
+    span = range(frame_idx + 1, num_frames or 40) if reverse else range(frame_idx)
+    tracked = [t for t in span if t not in cond]
+    ours, theirs = _states(model, cond, tracked, no_memory={1, 4, 23})
     reader = bank.MemoryReader(model_settings(model), model_constants(model))
-    got = reader.gather(frame_idx, ours, num_frames)
+    got = reader.gather(frame_idx, ours, num_frames, reverse)
     with torch.inference_mode():
         ref = gather_memory(model, frame_idx, theirs.cond_outputs, theirs.non_cond_outputs,
-                            num_frames, False, 1, torch.device("cpu"))
+                            num_frames, reverse, 1, torch.device("cpu"))
     assert got.num_obj_ptr_tokens == ref.num_obj_ptr_tokens
     assert got.memory.shape == tuple(ref.memory.shape)
     assert np.array_equal(got.memory, ref.memory.numpy())  # bf16 memories: exact
@@ -79,7 +84,7 @@ def test_forget_before_equals_masklet(model):
     reader = bank.MemoryReader(model_settings(model), model_constants(model))
     stepper = StreamStepper(model, None, 0)
     for frame_idx in (8, 17, 25, 30):
-        reader.forget_before([ours], frame_idx, None)
+        reader.forget([ours], frame_idx, None)
         stepper.forget_before([theirs], frame_idx)
         for mine, ref in ((ours.cond_outputs, theirs.cond_outputs),
                           (ours.non_cond_outputs, theirs.non_cond_outputs)):
@@ -87,3 +92,41 @@ def test_forget_before_equals_masklet(model):
             assert [t for t in mine if mine[t].has_memory] == [t for t in ref if
                                                                ref[t].has_memory]
     assert len(ours.non_cond_outputs) < 29  # something was dropped
+
+
+def _gathered(reader, obj, frame_idx, num_frames, reverse):
+    mem = reader.gather(frame_idx, obj, num_frames, reverse)
+    return mem.memory, mem.memory_pos, mem.num_obj_ptr_tokens
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forwards", "backwards"])
+def test_forget_keeps_what_the_rest_of_the_pass_reads(model, reverse):
+    """Along a pass (with `keep` on the forward one, as the video predictor keeps what its
+    backward pass reads), every frame reads the same memory from a bank that forgets as
+    from one that keeps everything, and the forgetting bank stays small."""
+    num_frames, first = 60, 30
+    cond = [first, 45]
+    frames = list(range(first, -1, -1)) if reverse else list(range(first, num_frames))
+    reader = bank.MemoryReader(model_settings(model), model_constants(model))
+    everything, _ = _states(model, cond, [t for t in range(num_frames) if t not in cond],
+                            no_memory=set())
+    forgetting = dataclasses.replace(
+        everything, cond_outputs=dict(everything.cond_outputs),
+        non_cond_outputs={t: dataclasses.replace(o) for t, o in
+                          everything.non_cond_outputs.items()})
+    _, reach = reader.reach(first, num_frames, reverse=True)
+    keep = range(0) if reverse else range(first + 1, first + reach + 1)
+    largest = 0
+    for frame_idx in frames:
+        reader.forget([forgetting], frame_idx, num_frames, reverse=reverse, keep=keep)
+        largest = max(largest, len(forgetting.non_cond_outputs))
+        got = _gathered(reader, forgetting, frame_idx, num_frames, reverse)
+        ref = _gathered(reader, everything, frame_idx, num_frames, reverse)
+        assert got[2] == ref[2], frame_idx
+        assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1]), frame_idx
+    # The pass started with 58 tracked outputs; at the end it holds the pointer window
+    # (and the kept ones) plus the outputs not yet reached.
+    assert len(forgetting.non_cond_outputs) < len(everything.non_cond_outputs)
+    if not reverse:
+        kept = [t for t in keep if t not in cond]
+        assert all(forgetting.non_cond_outputs[t].has_memory for t in kept)

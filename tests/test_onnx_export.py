@@ -45,13 +45,8 @@ RUN_DIMS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine two threads contend and run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread (conftest): on a busy 2-core machine two threads contend.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _seeded(preset: str, image_size: int | None = None):

@@ -377,41 +377,64 @@ def test_cli_image_onnx_end_to_end(tmp_path, tiny_export, image_pair):
     assert (written != best).mean() < 1e-4
 
 
-def _torch_stream_labels(model, folder: Path) -> dict[int, np.ndarray]:
-    """masklet's StreamingTracker with the prompts of the video CLI test, as label maps."""
-    from masklet import StreamingTracker
-    from masklet.export import label_map_from_masks
+def _torch_cli_labels(model, folder: Path, prompts: list[str],
+                     stream: bool) -> dict[int, np.ndarray]:
+    """masklet's own `masklet video` tracking (VideoPredictor, or the streaming tracker
+    with ``stream``) on the CLI's prompts, as label maps."""
+    import torch
 
-    labels = {}
-    with StreamingTracker(model).start(str(folder)) as session:
-        session.add_points(1, [[400, 220]], [1])
-        for frame_idx, obj_ids, logits in session:
-            if frame_idx == 2:
-                frame_idx, obj_ids, logits = session.add_points(2, box=[100, 100, 400, 400])
-            masks = dict(zip(obj_ids, (logits[:, 0] > 0).numpy()))
-            labels[frame_idx] = label_map_from_masks(masks)
-    return labels
+    from masklet.cli.prompts import parse_inline
+    from masklet.cli.video import _apply, _stream, _track
+    from masklet.predictor.video import VideoPredictor
+
+    parsed = [parse_inline(p) for p in prompts]
+    with torch.inference_mode():
+        if stream:
+            return _stream(model, folder, parsed, quiet=True)[1]
+        predictor = VideoPredictor(model, progress=False)
+        state = predictor.init_state(str(folder))
+        for p in parsed:
+            _apply(predictor, state, p)
+        return _track(predictor, state)
 
 
-def test_cli_video_onnx_end_to_end(tmp_path, tiny_export):
+@pytest.mark.parametrize("stream, prompts", [
+    (False, ["1:1:point=400,220", "3:2:box=100,100,400,400", "1:1:point=600,300:0"]),
+    (True, ["0:1:point=400,220", "0:2:box=100,100,400,400"]),
+], ids=["video-predictor", "stream"])
+def test_cli_video_onnx_end_to_end(tmp_path, tiny_export, stream, prompts):
+    """`masklet video --onnx` writes what `masklet video` writes: prompts on later frames
+    tracked forwards and backwards, or with --stream forwards from frame 0."""
     model, folder = tiny_export
     frames = tmp_path / "bedroom"
     frames.mkdir()
-    for i in range(4):
+    for i in range(5):
         name = f"{i:05d}.jpg"
         (frames / name).write_bytes(require_data("videos", "bedroom", name).read_bytes())
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, [
-        "video", str(frames), "--prompt", "0:1:point=400,220",
-        "--prompt", "2:2:box=100,100,400,400", "--onnx", str(folder), "-o", str(out), "-q"])
+    args = [a for p in prompts for a in ("--prompt", p)] + (["--stream"] if stream else [])
+    result = CliRunner().invoke(main, ["video", str(frames), *args, "--onnx", str(folder),
+                                       "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     assert (out / "overlay.mp4").stat().st_size > 0
     coco = json.loads((out / "masks_coco.json").read_text())
     assert coco["annotations"], "no masks exported"
-    want = _torch_stream_labels(model, frames)
-    for i in range(4):
+    want = _torch_cli_labels(model, frames, prompts, stream)
+    assert sorted(want) == list(range(5))
+    for i in range(5):
         got = np.asarray(Image.open(out / "bedroom" / f"{i:05d}.png"))
         assert got.shape == want[i].shape == (540, 960)
-        # Object 2 joins on frame 2: absent before, as in masklet's stream.
-        assert (2 in np.unique(got)) == (i >= 2)
+        # Both objects on every frame, before their prompted frames too.
+        assert set(np.unique(want[i])) == {0, 1, 2}, i
         assert (got != want[i]).mean() < 1e-3, (i, (got != want[i]).mean())
+
+
+def test_cli_video_onnx_prompt_past_the_end_exits_2(tmp_path, tiny_export):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        _png(frames / f"{i:05d}.jpg")
+    result = CliRunner().invoke(main, ["video", str(frames), "--prompt", "5:1:point=5,5",
+                                       "--onnx", str(tiny_export[1]), "-o", str(tmp_path / "o")])
+    _assert_one_line_exit_2(result, "frame index 5 is out of range: the video has 2 frames")
+    assert not (tmp_path / "o").exists()

@@ -28,6 +28,7 @@ from masklet_runtime.graphs import Graphs
 from masklet_runtime.prompts import PromptError
 from masklet_runtime.sources import VideoReadError
 from masklet_runtime.tracker import OnnxStreamingTracker, UnknownObjectError
+from masklet_runtime.video import OnnxVideoPredictor
 
 TOL = 1e-3  # the issue's bound, relative to max(1, max |reference|)
 # What we measure is ~6e-7. With random weights a misplaced memory moves the masks by only
@@ -39,13 +40,8 @@ NUM_FRAMES = 8
 BEDROOM_HW = (540, 960)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine two threads contend and run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread (conftest): on a busy 2-core machine two threads contend.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -358,14 +354,21 @@ _TORCH_FREE = textwrap.dedent("""
         if frame.frame_idx == 1:
             frame = session.add_box(2, [100, 100, 400, 350])
         masks[f"f{frame.frame_idx}"] = frame.masks
+    # The video predictor: a prompt on frame 1, tracked forwards and then backwards.
+    from masklet_runtime.video import OnnxVideoPredictor
+
+    clip = OnnxVideoPredictor(export_dir, intra_op_threads=1).open(np.load(frames_dir)["frames"])
+    clip.add_points(1, 1, [[480, 270]], [1])
+    for step, frame in enumerate(clip.propagate()):
+        masks[f"v{step}_{frame.frame_idx}"] = frame.masks
     np.savez(out, **masks)
     print("imported:", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "masklet")))
 """)
 
 
 def test_runs_without_torch(export_dir, bedroom, tmp_path):
-    """The tracker runs where importing torch (or masklet) raises, and gives what it gives
-    in this process."""
+    """The tracker and the video predictor run where importing torch (or masklet) raises,
+    and give what they give in this process."""
     from PIL import Image
 
     frames = np.stack([np.asarray(Image.open(bedroom / f"{i:05d}.jpg").convert("RGB"))
@@ -387,6 +390,12 @@ def test_runs_without_torch(export_dir, bedroom, tmp_path):
             frame = session.add_box(2, [100, 100, 400, 350])
         assert np.array_equal(sub[f"f{frame.frame_idx}"], frame.masks)
     assert sub["f2"].shape == (2, 1, *BEDROOM_HW)
+    clip = OnnxVideoPredictor(export_dir, intra_op_threads=1).open(frames)
+    clip.add_points(1, 1, [[480, 270]], [1])
+    steps = [f"v{step}_{frame.frame_idx}" for step, frame in enumerate(clip.propagate())]
+    assert steps == ["v0_1", "v1_2", "v2_1", "v3_0"]
+    for key, frame in zip(steps, clip.propagate(), strict=True):
+        assert np.array_equal(sub[key], frame.masks)
 
 
 def test_hook_blocks_torch(tmp_path):

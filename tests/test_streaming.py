@@ -35,13 +35,8 @@ TOL = 1e-5
 BEDROOM_HW = (540, 960)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine two threads contend and run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread (conftest): on a busy 2-core machine two threads contend.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _seeded_model(config):

@@ -15,3 +15,4 @@ from masklet_runtime.tracker import (  # noqa: E402, F401
     TrackedFrame,
     UnknownObjectError,
 )
+from masklet_runtime.video import OnnxVideo, OnnxVideoPredictor  # noqa: E402, F401

@@ -1,11 +1,12 @@
 """Per-object tracking state and the memory bank's rules, ported from masklet's
-tracking.state / memory_bank / stream_bank (forward tracking only).
+tracking.state / memory_bank / stream_bank.
 
 What a frame reads: every prompted ("conditioning") frame (optionally capped to the
 temporally closest ones); the spatial memories of the ``num_maskmem - 1`` frames before
-it (the adjacent one, then steps of ``memory_temporal_stride_for_eval``); the object
-pointers of prompted frames plus the ``max_obj_ptrs_in_encoder - 1`` frames before it,
-each with a temporal encoding. `forget_before` drops what no later frame reads.
+it (after it when tracking backwards: the adjacent one, then steps of
+``memory_temporal_stride_for_eval``); the object pointers of prompted frames plus the
+``max_obj_ptrs_in_encoder - 1`` frames before (after) it, each with a temporal encoding.
+`forget` drops what no later step of the pass reads.
 """
 
 from __future__ import annotations
@@ -117,14 +118,17 @@ def select_cond_frames(frame_idx: int, cond: Mapping[int, FrameOutput],
     return chosen, {t: v for t, v in cond.items() if t not in chosen}
 
 
-def recent_frame_indices(frame_idx: int, num_maskmem: int, stride: int) -> list[tuple[int, int]]:
+def recent_frame_indices(frame_idx: int, num_maskmem: int, stride: int,
+                         reverse: bool = False) -> list[tuple[int, int]]:
     """(t_pos, frame) of the tracked memories read, oldest (t_pos = 1) first: the adjacent
-    frame, then frames on a grid of ``stride``."""
+    frame, then frames on a grid of ``stride`` (later frames when tracking backwards)."""
     pairs = []
     for t_pos in range(1, num_maskmem):
         t_rel = num_maskmem - t_pos
         if t_rel == 1:
-            prev = frame_idx - 1
+            prev = frame_idx + 1 if reverse else frame_idx - 1
+        elif reverse:
+            prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
         else:
             prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
         pairs.append((t_pos, prev))
@@ -170,17 +174,20 @@ class MemoryReader:
         pos = np.broadcast_to(self.no_mem_pos_enc, mem.shape)
         return MemoryInputs(np.ascontiguousarray(mem), np.ascontiguousarray(pos), 0)
 
-    def gather(self, frame_idx: int, obj: ObjectState, num_frames: int | None) -> MemoryInputs:
-        """One object's memory for a frame it has no prompt on: [M, 1, mem_dim]."""
+    def gather(self, frame_idx: int, obj: ObjectState, num_frames: int | None,
+               reverse: bool = False) -> MemoryInputs:
+        """One object's memory for a frame it has no prompt on: [M, 1, mem_dim]
+        (``reverse``: the frame is reached tracking backwards)."""
         cond, non_cond = obj.cond_outputs, obj.non_cond_outputs
         if not cond:
             raise RuntimeError("tracking needs at least one prompted frame in memory")
         cond_sel, unselected = select_cond_frames(frame_idx, cond, self.max_cond)
-        feats, pos = self._spatial(cond_sel, unselected, non_cond,
-                                   recent_frame_indices(frame_idx, self.num_maskmem, self.stride))
+        recent = recent_frame_indices(frame_idx, self.num_maskmem, self.stride, reverse)
+        feats, pos = self._spatial(cond_sel, unselected, non_cond, recent)
         num_ptr_tokens = 0
         if self.use_ptrs:
-            entries = self._pointer_entries(frame_idx, cond_sel, unselected, non_cond, num_frames)
+            entries = self._pointer_entries(frame_idx, cond_sel, unselected, non_cond, num_frames,
+                                            reverse)
             if entries:
                 tokens, tokens_pos = self._pointer_tokens(entries, self.pointer_window(num_frames))
                 feats.append(tokens)
@@ -199,14 +206,16 @@ class MemoryReader:
             pos.append(self.token_pos + self.tpos_enc[self.num_maskmem - t_pos - 1])
         return feats, pos
 
-    def _pointer_entries(self, frame_idx, cond_sel, unselected, non_cond, num_frames):
+    def _pointer_entries(self, frame_idx, cond_sel, unselected, non_cond, num_frames, reverse):
+        # "Past" and the sign of the temporal offset follow the direction of tracking.
+        sign = -1 if reverse else 1
         cond_ptrs = cond_sel
         if self.only_past_ptrs:
-            cond_ptrs = {t: o for t, o in cond_sel.items() if t <= frame_idx}
-        entries = [(frame_idx - t if self.signed_tpos else abs(frame_idx - t), out.obj_ptr)
-                   for t, out in cond_ptrs.items()]
+            cond_ptrs = {t: o for t, o in cond_sel.items() if (t - frame_idx) * sign <= 0}
+        entries = [((frame_idx - t) * sign if self.signed_tpos else abs(frame_idx - t),
+                    out.obj_ptr) for t, out in cond_ptrs.items()]
         for t_diff in range(1, self.pointer_window(num_frames)):
-            t = frame_idx - t_diff
+            t = frame_idx - t_diff * sign
             if t < 0 or (num_frames is not None and t >= num_frames):
                 break
             out = non_cond.get(t) or unselected.get(t)
@@ -236,18 +245,30 @@ class MemoryReader:
             ptr_pos = np.repeat(ptr_pos, split, axis=0)
         return np.ascontiguousarray(ptrs), np.ascontiguousarray(ptr_pos)
 
-    def forget_before(self, objects: Iterable[ObjectState], frame_idx: int,
-                      num_frames: int | None) -> None:
-        """Drop the tracked outputs that neither ``frame_idx`` nor later frames read;
-        outputs still read for their object pointer only lose their spatial memory."""
-        recent = recent_frame_indices(frame_idx, self.num_maskmem, self.stride)
-        memory_from = min((t for _, t in recent), default=frame_idx)
-        pointer_from = memory_from
+    def reach(self, frame_idx: int, num_frames: int | None,
+              reverse: bool = False) -> tuple[int, int]:
+        """How many frames back along the pass ``frame_idx`` reads: (spatial memories,
+        object pointers). Frames later in the pass reach no further back."""
+        recent = recent_frame_indices(frame_idx, self.num_maskmem, self.stride, reverse)
+        memory_reach = max((abs(t - frame_idx) for _, t in recent), default=0)
+        pointer_reach = memory_reach
         if self.use_ptrs:
-            pointer_from = min(memory_from, frame_idx - (self.pointer_window(num_frames) - 1))
+            pointer_reach = max(memory_reach, self.pointer_window(num_frames) - 1)
+        return memory_reach, pointer_reach
+
+    def forget(self, objects: Iterable[ObjectState], frame_idx: int, num_frames: int | None,
+               *, reverse: bool = False, keep: range = range(0)) -> None:
+        """Drop the tracked outputs that neither ``frame_idx`` nor the frames after it in
+        the pass (before it when ``reverse``) read; outputs still read for their object
+        pointer only lose their spatial memory. Frames in ``keep`` are left alone."""
+        memory_reach, pointer_reach = self.reach(frame_idx, num_frames, reverse)
+        sign = -1 if reverse else 1
         for obj in objects:
-            for t in [t for t in obj.non_cond_outputs if t < memory_from]:
-                if t < pointer_from:
+            for t in list(obj.non_cond_outputs):
+                behind = (frame_idx - t) * sign
+                if behind <= memory_reach or t in keep:
+                    continue
+                if behind > pointer_reach:
                     del obj.non_cond_outputs[t]
                 else:
                     obj.non_cond_outputs[t].memory = None

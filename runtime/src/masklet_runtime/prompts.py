@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from masklet_runtime.bank import PointPrompt
+from masklet_runtime.postprocess import resize_bilinear_aa
+
 # Point labels: -1 padding, 0 negative click, 1 positive click, 2 / 3 box corners.
 VALID_LABELS = (-1, 0, 1, 2, 3)
 BOX_LABELS = (2, 3)
@@ -81,3 +84,38 @@ def to_model_coords(xy, orig_hw: tuple[int, int], image_size: int, normalize: bo
         xy[..., 0] = xy[..., 0] / np.float32(w)
         xy[..., 1] = xy[..., 1] / np.float32(h)
     return xy * np.float32(image_size)
+
+
+def video_point_prompt(points, labels, box, hw: tuple[int, int],
+                       image_size: int) -> PointPrompt:
+    """One object's clicks ([N, 2] source pixels, labels [N]) and / or box [4] on a video
+    frame of size ``hw`` -> model-pixel points (box corners first, labels 2, 3)."""
+    if points is None and box is None:
+        raise PromptError("give points (with labels) or a box")
+    coords = np.zeros((0, 2))
+    labs = np.zeros((0,), dtype=np.int64)
+    if points is not None or labels is not None:
+        coords, labs = check_points(points, labels)
+        coords, labs = coords.reshape(-1, 2), labs.reshape(-1)
+    if box is not None:
+        corners = check_box(box).reshape(-1, 2)
+        if corners.shape[0] != 2:
+            raise PromptError("a video prompt takes one box [4]")
+        coords = np.concatenate([corners, coords])
+        labs = np.concatenate([[2, 3], labs]).astype(np.int64)
+    check_in_frame(coords, hw, False, "point")
+    xy = to_model_coords(coords, hw, image_size, normalize=True)
+    return PointPrompt(xy[None].astype(np.float32), labs[None].astype(np.int64))
+
+
+def video_mask_prompt(mask, image_size: int) -> np.ndarray:
+    """A binary mask [H, W] (any size) -> [1, 1, S, S] float32 0/1 (antialiased resize,
+    then re-binarised at 0.5, as masklet does)."""
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.size == 0:
+        raise PromptError(f"mask must be a non-empty 2-D [H, W] array, got shape "
+                          f"{tuple(m.shape)}")
+    m = (m != 0).astype(np.float32)[None, None]
+    if m.shape[-2:] != (image_size, image_size):
+        m = (resize_bilinear_aa(m, (image_size, image_size)) >= 0.5).astype(np.float32)
+    return m

@@ -186,9 +186,10 @@ class GraphStepper:
         return low
 
     # ---------------------------------------------------------------- steps
-    def track(self, objects: Sequence[ObjectState], frame_idx: int,
-              feats: FrameFeatures) -> None:
-        """Decode objects on a new frame from their memories, and remember the frame.
+    def track(self, objects: Sequence[ObjectState], frame_idx: int, feats: FrameFeatures,
+              reverse: bool = False) -> None:
+        """Decode objects on a new frame from their memories, and remember the frame
+        (``reverse``: reached tracking backwards, so it reads later frames' memories).
 
         Objects whose memories have one layout (token and pointer counts) run as one
         batch, as masklet batches them, except on CPU (see ``batch_objects``).
@@ -197,7 +198,8 @@ class GraphStepper:
             groups = {(0, 0): list(range(len(objects)))}
             memories: list[MemoryInputs | None] = [None] * len(objects)
         else:
-            memories = [self.memory.gather(frame_idx, obj, self.num_frames) for obj in objects]
+            memories = [self.memory.gather(frame_idx, obj, self.num_frames, reverse)
+                        for obj in objects]
             groups = defaultdict(list)
             for i, mem in enumerate(memories):
                 groups[mem.layout].append(i)

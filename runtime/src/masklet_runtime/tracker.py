@@ -25,18 +25,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from masklet_runtime.bank import ObjectState, PointPrompt
+from masklet_runtime.bank import ObjectState
 from masklet_runtime.graphs import load_graphs
-from masklet_runtime.postprocess import non_overlapping, resize_bilinear, resize_bilinear_aa
+from masklet_runtime.postprocess import non_overlapping, resize_bilinear
 from masklet_runtime.prefetch import ModelInputs
 from masklet_runtime.preprocess import FramePreprocessor
-from masklet_runtime.prompts import (
-    PromptError,
-    check_box,
-    check_in_frame,
-    check_points,
-    to_model_coords,
-)
+from masklet_runtime.prompts import video_mask_prompt, video_point_prompt
 from masklet_runtime.sources import FrameSource, open_source
 from masklet_runtime.stepper import FrameFeatures, GraphStepper, Prompt
 
@@ -65,6 +59,26 @@ class TrackedFrame(NamedTuple):
     frame_idx: int
     obj_ids: list[int]
     masks: np.ndarray
+
+
+def frame_result(objects: Iterable[ObjectState], frame_idx: int, hw: tuple[int, int],
+                 non_overlap: bool) -> TrackedFrame:
+    """Every object's shown mask on a frame, upsampled to the source size ``hw``."""
+    objects = list(objects)
+    if not objects:
+        return TrackedFrame(frame_idx, [], np.empty((0, 1, *hw), dtype=np.float32))
+    low = []
+    for obj in objects:
+        out = obj.output_at(frame_idx)
+        if out is None:
+            raise RuntimeError(f"object {obj.obj_id} has no output on frame {frame_idx}")
+        low.append(out.pred_masks)
+    masks = np.concatenate(low)
+    if masks.shape[-2:] != hw:
+        masks = resize_bilinear(masks, hw)
+    if non_overlap:
+        masks = non_overlapping(masks)
+    return TrackedFrame(frame_idx, [obj.obj_id for obj in objects], masks)
 
 
 def check_obj_id(obj_id) -> int:
@@ -198,7 +212,8 @@ class OnnxStreamingSession:
         obj_id = check_obj_id(obj_id)
         if box is not None and not clear_old_points:
             raise ValueError("a box must come before any click: use clear_old_points=True")
-        prompt = self._point_prompt(points, labels, box)
+        prompt = video_point_prompt(points, labels, box, (self.video_height, self.video_width),
+                                    self._tracker.image_size)
         return self._prompt(Prompt(obj_id, prompt, None, clear_old_points))
 
     def add_box(self, obj_id: int, box) -> TrackedFrame | None:
@@ -208,40 +223,7 @@ class OnnxStreamingSession:
     def add_mask(self, obj_id: int, mask) -> TrackedFrame | None:
         """A mask [H, W] (bool or 0/1, any size) for one object on the current frame."""
         obj_id = check_obj_id(obj_id)
-        return self._prompt(Prompt(obj_id, None, self._mask_prompt(mask)))
-
-    def _point_prompt(self, points, labels, box) -> PointPrompt:
-        """Clicks and / or a box -> model-pixel points (box corners first, labels 2, 3)."""
-        if points is None and box is None:
-            raise PromptError("give points (with labels) or a box")
-        coords = np.zeros((0, 2))
-        labs = np.zeros((0,), dtype=np.int64)
-        if points is not None or labels is not None:
-            coords, labs = check_points(points, labels)
-            coords, labs = coords.reshape(-1, 2), labs.reshape(-1)
-        if box is not None:
-            corners = check_box(box).reshape(-1, 2)
-            if corners.shape[0] != 2:
-                raise PromptError("a video prompt takes one box [4]")
-            coords = np.concatenate([corners, coords])
-            labs = np.concatenate([[2, 3], labs]).astype(np.int64)
-        hw = (self.video_height, self.video_width)
-        check_in_frame(coords, hw, False, "point")
-        xy = to_model_coords(coords, hw, self._tracker.image_size, normalize=True)
-        return PointPrompt(xy[None].astype(np.float32), labs[None].astype(np.int64))
-
-    def _mask_prompt(self, mask) -> np.ndarray:
-        """A binary mask [H, W] -> [1, 1, S, S] float32 0/1 (antialiased resize, then
-        re-binarised at 0.5, as masklet does)."""
-        m = np.asarray(mask)
-        if m.ndim != 2 or m.size == 0:
-            raise PromptError(f"mask must be a non-empty 2-D [H, W] array, got shape "
-                              f"{tuple(m.shape)}")
-        m = (m != 0).astype(np.float32)[None, None]
-        size = self._tracker.image_size
-        if m.shape[-2:] != (size, size):
-            m = (resize_bilinear_aa(m, (size, size)) >= 0.5).astype(np.float32)
-        return m
+        return self._prompt(Prompt(obj_id, None, video_mask_prompt(mask, self._tracker.image_size)))
 
     def _prompt(self, prompt: Prompt) -> TrackedFrame | None:
         self._check_open()
@@ -277,7 +259,7 @@ class OnnxStreamingSession:
             self._finish()
             return None
         self._frame_idx, self._features, self._image = idx, None, image
-        self._stepper.memory.forget_before(self.objects.values(), idx, self.num_frames)
+        self._stepper.memory.forget(self.objects.values(), idx, self.num_frames)
         for obj in self.objects.values():
             obj.point_inputs.clear()  # clicks of earlier frames cannot be extended
         tracked = [obj for obj in self.objects.values() if obj.cond_outputs]
@@ -325,24 +307,12 @@ class OnnxStreamingSession:
 
     def _emit(self) -> TrackedFrame:
         """The current frame's masks at the source resolution, handed to every sink."""
-        hw = (self.video_height, self.video_width)
-        if self.objects:
-            low = np.concatenate([self._stepper_output(obj) for obj in self.objects.values()])
-            masks = low if low.shape[-2:] == hw else resize_bilinear(low, hw)
-            if self._tracker.non_overlap_masks:
-                masks = non_overlapping(masks)
-        else:
-            masks = np.empty((0, 1, *hw), dtype=np.float32)
-        result = TrackedFrame(self._frame_idx, self.obj_ids, masks)
+        result = frame_result(self.objects.values(), self._frame_idx,
+                              (self.video_height, self.video_width),
+                              self._tracker.non_overlap_masks)
         for sink in self._sinks:
             sink(*result)
         return result
-
-    def _stepper_output(self, obj: ObjectState) -> np.ndarray:
-        out = obj.output_at(self._frame_idx)
-        if out is None:
-            raise RuntimeError(f"object {obj.obj_id} has no output on frame {self._frame_idx}")
-        return out.pred_masks
 
     # --------------------------------------------------------------- closing
     def close(self) -> None:

@@ -51,48 +51,70 @@ def image_predictor(onnx_dir: Path):
     return runtime_module("image").OnnxImagePredictor(onnx_dir)
 
 
-def track_video(onnx_dir: Path, video: Path, prompts: list[VideoPrompt],
-                quiet: bool) -> dict[int, np.ndarray]:
-    """Label map of every frame, tracking forwards with the ONNX streaming tracker.
-
-    Each prompt is applied when its frame is reached (an object shows from its first
-    prompted frame on: the streaming tracker does not go backwards in time).
-    """
+def track_video(onnx_dir: Path, video: Path, prompts: list[VideoPrompt], quiet: bool,
+                stream: bool) -> dict[int, np.ndarray]:
+    """Label map of every frame, tracked as the torch path tracks: forwards from the
+    earliest prompted frame and backwards before it (`OnnxVideoPredictor`), or with
+    ``stream`` forwards in bounded memory from frame 0 (`OnnxStreamingTracker`)."""
     from tqdm.auto import tqdm
 
     from masklet.export import label_map_from_masks
 
-    tracker = runtime_module("tracker").OnnxStreamingTracker(onnx_dir)
-    by_frame: dict[int, list[VideoPrompt]] = {}
-    for p in prompts:
-        by_frame.setdefault(p.frame, []).append(p)
+    if stream:
+        results, total = _streamed(onnx_dir, video, prompts)
+    else:
+        predictor = runtime_module("video").OnnxVideoPredictor(onnx_dir)
+        clip = predictor.open(str(video))
+        for p in prompts:
+            _apply_video(clip, p)  # a frame out of range: IndexError, a one-line error
+        total = clip.propagation_length()
+        results = clip.propagate()
     labels: dict[int, np.ndarray] = {}
-    with tracker.start(str(video)) as session:
-        hw = (session.video_height, session.video_width)
-        for p in by_frame.pop(0, []):
-            _apply(session, p, hw)
-        for frame_idx, obj_ids, logits in tqdm(session, total=session.num_frames,
-                                               disable=quiet, desc="onnx"):
-            for p in by_frame.pop(frame_idx, []):
-                _, obj_ids, logits = _apply(session, p, hw)
-            masks = dict(zip(obj_ids, np.asarray(logits)[:, 0] > 0))
-            labels[frame_idx] = (label_map_from_masks(masks) if masks
-                                 else np.zeros(hw, dtype=np.uint8))
-    if by_frame:
-        raise CliError(f"prompt on frame {min(by_frame)}, but the video has {len(labels)} frames")
-    return labels
+    for frame_idx, obj_ids, logits in tqdm(results, total=total, disable=quiet, desc="onnx"):
+        masks = dict(zip(obj_ids, np.asarray(logits)[:, 0] > 0))
+        labels[frame_idx] = label_map_from_masks(masks)
+    return dict(sorted(labels.items()))
+
+
+def _streamed(onnx_dir: Path, video: Path, prompts: list[VideoPrompt]):
+    """(results, frame count) of the streaming tracker; every prompt is on frame 0 (the
+    CLI checks that for --stream)."""
+    tracker = runtime_module("tracker").OnnxStreamingTracker(onnx_dir)
+    session = tracker.start(str(video))
+    hw = (session.video_height, session.video_width)
+
+    def results():
+        with session:
+            yield from session
+
+    for p in prompts:
+        _apply(session, p, hw)
+    return results(), session.num_frames
+
+
+def _apply_video(clip, p: VideoPrompt) -> None:
+    """Apply one prompt on its frame (the same rules as the torch CLI path)."""
+    if p.mask is not None:
+        clip.add_mask(p.frame, p.obj_id, _load_mask(p, (clip.video_height, clip.video_width)))
+        return
+    # Several prompts for one object on one frame add up, unless a box starts it afresh.
+    clip.add_points(p.frame, p.obj_id, p.points or None, p.labels or None, box=p.box,
+                    clear_old_points=bool(p.box))
+
+
+def _load_mask(p: VideoPrompt, hw: tuple[int, int]) -> np.ndarray:
+    from masklet.io.images import load_image
+
+    mask = load_image(p.mask)[..., 0] > 0
+    if mask.shape != hw:
+        raise CliError(f"mask {p.mask} is {mask.shape[1]}x{mask.shape[0]}, the video is "
+                       f"{hw[1]}x{hw[0]}")
+    return mask
 
 
 def _apply(session, p: VideoPrompt, hw: tuple[int, int]):
-    """Apply one prompt on the session's current frame (same rules as the torch CLI path)."""
+    """Apply one prompt on the streaming session's current frame."""
     if p.mask is not None:
-        from masklet.io.images import load_image
-
-        mask = load_image(p.mask)[..., 0] > 0
-        if mask.shape != hw:
-            raise CliError(f"mask {p.mask} is {mask.shape[1]}x{mask.shape[0]}, the video is "
-                           f"{hw[1]}x{hw[0]}")
-        return session.add_mask(p.obj_id, mask)
-    # Several prompts for one object on one frame add up, unless a box starts it afresh.
+        return session.add_mask(p.obj_id, _load_mask(p, hw))
     return session.add_points(p.obj_id, p.points or None, p.labels or None, box=p.box,
                               clear_old_points=bool(p.box))

@@ -49,9 +49,8 @@ FOLDER_FPS = 24.0  # overlay frame rate for a folder of frames, which records no
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model first (about a minute; pays off on long videos).")
 @click.option("--onnx", "onnx_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Track with the ONNX graphs `masklet export` wrote to DIR (torch-free "
-                   "streaming runtime: pip install ./runtime); tracks forwards: an object "
-                   "shows from its first prompted frame on.")
+              help="Track with the ONNX graphs `masklet export` wrote to DIR (the torch-free "
+                   "runtime: pip install ./runtime), as without it (with --stream too).")
 @click.option("--review-csv", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Also write review hints: per tracked frame and object the model's "
                    "signals, a 'needs review' score and whether it is flagged.")
@@ -119,10 +118,9 @@ def _onnx(onnx_dir, video, prompts, out_dir, overwrite, overlay, coco, fps, quie
     from masklet.cli import onnx_backend
     from masklet.io import open_frames
 
-    # --stream is accepted: the ONNX path always streams.
     onnx_backend.reject_options(motion=motion, compile=compile)
     onnx_backend.model_options_with_onnx(*model_args)
-    labels = onnx_backend.track_video(onnx_dir, video, prompts, quiet)
+    labels = onnx_backend.track_video(onnx_dir, video, prompts, quiet, stream)
     name = Path(video).stem if Path(video).is_file() else Path(video).name
     _write_outputs(out_dir, overwrite, name, _Frames(open_frames(str(video))), labels, overlay,
                    coco, fps, quiet)

@@ -1,0 +1,263 @@
+"""`OnnxVideoPredictor`: prompts on any frames, tracked forwards and backwards as masklet's
+VideoPredictor tracks them (what `masklet video --onnx` runs), on exported graphs.
+
+    predictor = OnnxVideoPredictor("export_dir")
+    video = predictor.open("clip.mp4")
+    video.add_points(40, 1, [[210, 350]], [1])
+    video.add_box(55, 2, [10, 20, 200, 220])
+    for frame_idx, obj_ids, masks in video.propagate():  # frames 40..T-1, then 40..0
+        ...
+
+The order of work is the official SAM 2's: every prompt is decoded on its frame first,
+without memory, and the prompted frames' memories are encoded; the video is then tracked
+forwards from the earliest prompted frame to the end, and backwards from that frame to
+frame 0, which yields the earliest prompted frame twice (the second time last). An
+object prompted only on a later frame shows on earlier frames too, tracked from the
+memories of its prompted frames.
+
+Memory stays bounded in the video's length: per object, the prompted frames' outputs and
+the tracked outputs that later steps of the pass read, plus the forward outputs just
+after the earliest prompted frame, which the backward pass starts from. Frames are read
+from the source once per pass: the backward pass reads them in chunks of at most
+``reverse_chunk_bytes`` of decoded frames, each time reading the source from its start.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from typing import Any
+
+import numpy as np
+
+from masklet_runtime.bank import ObjectState
+from masklet_runtime.prefetch import ModelInputs
+from masklet_runtime.prompts import PromptError, video_mask_prompt, video_point_prompt
+from masklet_runtime.sources import FrameSource, VideoReadError, open_source
+from masklet_runtime.stepper import GraphStepper, Prompt
+from masklet_runtime.tracker import (
+    OnnxStreamingTracker,
+    TrackedFrame,
+    check_obj_id,
+    frame_result,
+)
+
+# Decoded frames held at once by the backward pass (a 1080p frame is about 6 MB).
+REVERSE_CHUNK_BYTES = 256 * 2**20
+
+
+class OnnxVideoPredictor:
+    """Opens videos for offline tracking on one export with one set of options.
+
+    Args:
+        graphs: an export folder (what `masklet export` wrote) or loaded `Graphs`.
+        fill_hole_area, non_overlap_masks, intra_op_threads, prefetch: as for
+            `OnnxStreamingTracker` (prefetch applies to the forward pass).
+        reverse_chunk_bytes: the most decoded frames (in bytes) the backward pass holds.
+    """
+
+    def __init__(self, graphs: Any, *, fill_hole_area: int = 8, non_overlap_masks: bool = False,
+                 intra_op_threads: int | None = None, prefetch: int = 2,
+                 reverse_chunk_bytes: int = REVERSE_CHUNK_BYTES) -> None:
+        if isinstance(reverse_chunk_bytes, bool) or not isinstance(reverse_chunk_bytes, int) \
+                or reverse_chunk_bytes < 1:
+            raise ValueError(f"reverse_chunk_bytes must be an int >= 1, got "
+                             f"{reverse_chunk_bytes!r}")
+        # The streaming tracker holds the graphs and the options; the passes reuse them.
+        self.tracker = OnnxStreamingTracker(
+            graphs, fill_hole_area=fill_hole_area, non_overlap_masks=non_overlap_masks,
+            intra_op_threads=intra_op_threads, prefetch=prefetch)
+        self.reverse_chunk_bytes = reverse_chunk_bytes
+
+    def open(self, video: Any) -> OnnxVideo:
+        """A video read more than once: a file path (or its bytes), a folder of frames, a
+        [T, H, W, 3] uint8 array or a sequence of [H, W, 3] frames. Raises VideoReadError
+        for a missing, unreadable or empty video, or a live source (an iterator)."""
+        return OnnxVideo(self, video)
+
+
+def _rereadable(video: Any) -> bool:
+    if isinstance(video, (str, os.PathLike, bytes, bytearray, np.ndarray)):
+        return True
+    return isinstance(video, Sequence)
+
+
+class OnnxVideo:
+    """One video's prompts; `propagate` tracks them through it.
+
+    Prompts are checked when added and decoded by `propagate`, which tracks from the
+    prompts alone each time it is called (a prompt added later takes effect then).
+    """
+
+    def __init__(self, predictor: OnnxVideoPredictor, video: Any) -> None:
+        if isinstance(video, FrameSource) or not _rereadable(video):
+            raise VideoReadError(
+                "tracking forwards and backwards reads the video more than once: give a file, "
+                "a folder or frames in memory (OnnxStreamingTracker tracks a live source)")
+        self._predictor = predictor
+        self._video = video
+        with closing(open_source(video)) as probe:
+            self.num_frames: int = probe.num_frames
+            self.video_height, self.video_width = probe.height, probe.width
+            self._name = probe.name
+        self._prompts: dict[int, list[Prompt]] = {}
+        self._obj_order: list[int] = []  # objects in the order first prompted
+        self.objects: OrderedDict[int, ObjectState] = OrderedDict()
+
+    # --------------------------------------------------------------- prompts
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self._obj_order)
+
+    def add_points(self, frame_idx: int, obj_id: int, points=None, labels=None, *, box=None,
+                   clear_old_points: bool = True) -> None:
+        """Clicks ([N, 2] (x, y) source pixels, labels [N]: 1 positive, 0 negative) and / or
+        a box [4] (x0, y0, x1, y1) for one object on one frame. ``clear_old_points=False``
+        adds the clicks to this object's earlier clicks on that frame."""
+        if box is not None and not clear_old_points:
+            raise ValueError("a box must come before any click: use clear_old_points=True")
+        hw = (self.video_height, self.video_width)
+        points = video_point_prompt(points, labels, box, hw, self._predictor.tracker.image_size)
+        self._add(frame_idx, Prompt(check_obj_id(obj_id), points, None, clear_old_points))
+
+    def add_box(self, frame_idx: int, obj_id: int, box) -> None:
+        """A box [4] (x0, y0, x1, y1, source pixels) for one object on one frame."""
+        self.add_points(frame_idx, obj_id, box=box)
+
+    def add_mask(self, frame_idx: int, obj_id: int, mask) -> None:
+        """A mask [H, W] (bool or 0/1, any size) for one object on one frame."""
+        mask = video_mask_prompt(mask, self._predictor.tracker.image_size)
+        self._add(frame_idx, Prompt(check_obj_id(obj_id), None, mask))
+
+    def _add(self, frame_idx: int, prompt: Prompt) -> None:
+        frame_idx = self._check_frame(frame_idx)
+        self._prompts.setdefault(frame_idx, []).append(prompt)
+        if prompt.obj_id not in self._obj_order:
+            self._obj_order.append(prompt.obj_id)
+
+    def _check_frame(self, frame_idx) -> int:
+        if isinstance(frame_idx, bool):
+            raise TypeError("frame_idx must be an int, got bool")
+        try:
+            frame_idx = operator.index(frame_idx)
+        except TypeError:
+            raise TypeError(f"frame_idx must be an int, got {type(frame_idx).__name__}") from None
+        if not 0 <= frame_idx < self.num_frames:
+            raise IndexError(f"frame index {frame_idx} is out of range: the video has "
+                             f"{self.num_frames} frames (0..{self.num_frames - 1})")
+        return frame_idx
+
+    # -------------------------------------------------------------- tracking
+    def propagation_length(self) -> int:
+        """How many results `propagate` yields (the earliest prompted frame twice when
+        there is a backward pass)."""
+        first = self._first_prompted()
+        return self.num_frames - first + (first + 1 if first > 0 else 0)
+
+    def _first_prompted(self) -> int:
+        if not self._prompts:
+            raise PromptError("no object has a prompt: add points, a box or a mask first")
+        return min(self._prompts)
+
+    def propagate(self) -> Iterator[TrackedFrame]:
+        """Track every object: ``(frame_idx, obj_ids, masks)`` for the frames from the
+        earliest prompted one to the last, then from it back to frame 0 (when it is not
+        frame 0). masks: [num_objects, 1, H, W] float32 logits at the source resolution."""
+        first = self._first_prompted()
+        stepper = GraphStepper(self._predictor.tracker.graphs, self.num_frames,
+                               self._predictor.tracker.fill_hole_area)
+        self.objects = OrderedDict((obj_id, ObjectState(obj_id)) for obj_id in self._obj_order)
+        self._decode_prompts(stepper)
+        # What the backward pass, starting at `first`, reads of the forward pass.
+        _, reach = stepper.memory.reach(first, self.num_frames, reverse=True)
+        keep = range(first + 1, first + reach + 1) if first > 0 else range(0)
+        for frame_idx, image in self._forward_frames(first):
+            yield self._step(stepper, frame_idx, image, reverse=False, keep=keep)
+        if first > 0:
+            for frame_idx, image in self._backward_frames(first):
+                yield self._step(stepper, frame_idx, image, reverse=True, keep=range(0))
+
+    def _step(self, stepper: GraphStepper, frame_idx: int, image: np.ndarray, *,
+              reverse: bool, keep: range) -> TrackedFrame:
+        """One frame: prompted objects show their prompted output, the others are tracked."""
+        objects = self.objects.values()
+        stepper.memory.forget(objects, frame_idx, self.num_frames, reverse=reverse, keep=keep)
+        to_track = [obj for obj in objects if frame_idx not in obj.cond_outputs]
+        if to_track:
+            stepper.track(to_track, frame_idx, stepper.encode_image(image), reverse)
+        return frame_result(objects, frame_idx, (self.video_height, self.video_width),
+                            self._predictor.tracker.non_overlap_masks)
+
+    def _decode_prompts(self, stepper: GraphStepper) -> None:
+        """Each prompted frame's prompts in the order given, then its memories."""
+        preprocess = self._predictor.tracker.preprocess
+        last = max(self._prompts)
+        with closing(open_source(self._video)) as source:
+            for frame_idx, frame in self._read(source, 0, last + 1):
+                prompts = self._prompts.get(frame_idx)
+                if not prompts:
+                    continue
+                feats = stepper.encode_image(preprocess(frame))
+                for prompt in prompts:
+                    stepper.apply_prompt(self.objects[prompt.obj_id], frame_idx, feats, prompt)
+                stepper.commit(self.objects.values(), frame_idx, feats)
+
+    def _forward_frames(self, first: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, model input) of frames first..T-1, read ahead in a thread."""
+        tracker = self._predictor.tracker
+        source = open_source(self._video)
+        for _ in self._read(source, 0, first):
+            pass
+        inputs = ModelInputs(source, tracker.preprocess, tracker.prefetch)
+        try:
+            for frame_idx in range(first, self.num_frames):
+                image = inputs.next()
+                if image is None:
+                    raise self._ended(frame_idx)
+                yield frame_idx, image
+        finally:
+            inputs.close()
+            source.close()
+
+    def _backward_frames(self, first: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, model input) of frames first..0: chunks of decoded frames, each read
+        from the start of the source."""
+        preprocess = self._predictor.tracker.preprocess
+        frame_bytes = self.video_height * self.video_width * 3
+        chunk = max(1, self._predictor.reverse_chunk_bytes // frame_bytes)
+        hi = first
+        while hi >= 0:
+            lo = max(0, hi - chunk + 1)
+            with closing(open_source(self._video)) as source:
+                frames = [frame for idx, frame in self._read(source, 0, hi + 1) if idx >= lo]
+            for frame_idx in range(hi, lo - 1, -1):
+                yield frame_idx, preprocess(frames.pop())
+            hi = lo - 1
+
+    def _read(self, source: FrameSource, start: int,
+              stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames start..stop-1 of a source read from its beginning (earlier ones skipped)."""
+        for frame_idx in range(stop):
+            frame = source.next_frame()
+            if frame is None:
+                raise self._ended(frame_idx)
+            if frame_idx >= start:
+                yield frame_idx, frame
+
+    def _ended(self, frame_idx: int) -> VideoReadError:
+        return VideoReadError(f"{self._name}: frame {frame_idx} could not be read (the video "
+                              f"was counted as {self.num_frames} frames)")
+
+    # ----------------------------------------------------------------- state
+    def retained_memories(self) -> int:
+        """Spatial memories held over all objects (during or after `propagate`)."""
+        return sum(out.has_memory for obj in self.objects.values()
+                   for out in (*obj.cond_outputs.values(), *obj.non_cond_outputs.values()))
+
+    def retained_outputs(self) -> int:
+        """Per-frame outputs held over all objects (during or after `propagate`)."""
+        return sum(len(obj.cond_outputs) + len(obj.non_cond_outputs)
+                   for obj in self.objects.values())
