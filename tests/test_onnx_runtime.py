@@ -377,25 +377,36 @@ def test_cli_image_onnx_end_to_end(tmp_path, tiny_export, image_pair):
     assert (written != best).mean() < 1e-4
 
 
-def _torch_cli_labels(model, folder: Path, prompts: list[str],
-                     stream: bool) -> dict[int, np.ndarray]:
+def _torch_cli_run(model, folder: Path, prompts: list[str], stream: bool, review: Path):
     """masklet's own `masklet video` tracking (VideoPredictor, or the streaming tracker
-    with ``stream``) on the CLI's prompts, as label maps."""
+    with ``stream``) on the CLI's prompts: label maps, and the review CSV written."""
     import torch
 
     from masklet.cli.prompts import parse_inline
+    from masklet.cli.review_csv import ReviewLog
     from masklet.cli.video import _apply, _stream, _track
     from masklet.predictor.video import VideoPredictor
 
     parsed = [parse_inline(p) for p in prompts]
+    log = ReviewLog({(p.frame, p.obj_id) for p in parsed})
     with torch.inference_mode():
         if stream:
-            return _stream(model, folder, parsed, quiet=True)[1]
-        predictor = VideoPredictor(model, progress=False)
-        state = predictor.init_state(str(folder))
-        for p in parsed:
-            _apply(predictor, state, p)
-        return _track(predictor, state)
+            labels = _stream(model, folder, parsed, quiet=True, review=log)[1]
+        else:
+            predictor = VideoPredictor(model, progress=False)
+            state = predictor.init_state(str(folder))
+            for p in parsed:
+                _apply(predictor, state, p)
+            labels = _track(predictor, state, log)
+    log.write(review)
+    return labels
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.mark.parametrize("stream, prompts", [
@@ -403,8 +414,9 @@ def _torch_cli_labels(model, folder: Path, prompts: list[str],
     (True, ["0:1:point=400,220", "0:2:box=100,100,400,400"]),
 ], ids=["video-predictor", "stream"])
 def test_cli_video_onnx_end_to_end(tmp_path, tiny_export, stream, prompts):
-    """`masklet video --onnx` writes what `masklet video` writes: prompts on later frames
-    tracked forwards and backwards, or with --stream forwards from frame 0."""
+    """`masklet video --onnx` writes what `masklet video` writes (masks, exports, review
+    hints): prompts on later frames tracked forwards and backwards, or with --stream
+    forwards from frame 0."""
     model, folder = tiny_export
     frames = tmp_path / "bedroom"
     frames.mkdir()
@@ -414,12 +426,13 @@ def test_cli_video_onnx_end_to_end(tmp_path, tiny_export, stream, prompts):
     out = tmp_path / "out"
     args = [a for p in prompts for a in ("--prompt", p)] + (["--stream"] if stream else [])
     result = CliRunner().invoke(main, ["video", str(frames), *args, "--onnx", str(folder),
-                                       "-o", str(out), "-q"])
+                                       "-o", str(out), "-q",
+                                       "--review-csv", str(tmp_path / "review.csv")])
     assert result.exit_code == 0, result.output
     assert (out / "overlay.mp4").stat().st_size > 0
     coco = json.loads((out / "masks_coco.json").read_text())
     assert coco["annotations"], "no masks exported"
-    want = _torch_cli_labels(model, frames, prompts, stream)
+    want = _torch_cli_run(model, frames, prompts, stream, tmp_path / "want.csv")
     assert sorted(want) == list(range(5))
     for i in range(5):
         got = np.asarray(Image.open(out / "bedroom" / f"{i:05d}.png"))
@@ -427,6 +440,15 @@ def test_cli_video_onnx_end_to_end(tmp_path, tiny_export, stream, prompts):
         # Both objects on every frame, before their prompted frames too.
         assert set(np.unique(want[i])) == {0, 1, 2}, i
         assert (got != want[i]).mean() < 1e-3, (i, (got != want[i]).mean())
+    rows, want_rows = _csv_rows(tmp_path / "review.csv"), _csv_rows(tmp_path / "want.csv")
+    # One row per tracked (not prompted) frame and object: 5 x 2 less the prompted ones.
+    assert len(rows) == len(want_rows) == 10 - len({p.split(":")[0] + p.split(":")[1]
+                                                    for p in prompts})
+    for row, ref in zip(rows, want_rows, strict=True):
+        assert [row[k] for k in ("frame", "object", "flagged", "motion")] == \
+            [ref[k] for k in ("frame", "object", "flagged", "motion")]
+        for key in ("object_score", "iou", "area", "score"):
+            assert float(row[key]) == pytest.approx(float(ref[key]), rel=1e-3, abs=1e-4), key
 
 
 def test_cli_video_onnx_prompt_past_the_end_exits_2(tmp_path, tiny_export):

@@ -39,6 +39,7 @@ from masklet_runtime.prompts import PromptError, video_mask_prompt, video_point_
 from masklet_runtime.sources import FrameSource, VideoReadError, open_source
 from masklet_runtime.stepper import GraphStepper, Prompt
 from masklet_runtime.tracker import (
+    FrameSignals,
     OnnxStreamingTracker,
     TrackedFrame,
     check_obj_id,
@@ -252,6 +253,16 @@ class OnnxVideo:
                               f"was counted as {self.num_frames} frames)")
 
     # ----------------------------------------------------------------- state
+    def frame_signals(self, frame_idx: int) -> dict[int, FrameSignals]:
+        """Each object's signals on a frame `propagate` has just yielded (its newest
+        result there); objects without an output there are left out."""
+        found = {}
+        for obj_id, obj in self.objects.items():
+            out = obj.output_at(frame_idx)
+            if out is not None:
+                found[obj_id] = FrameSignals(float(out.object_score_logits.flat[0]), out.iou)
+        return found
+
     def retained_memories(self) -> int:
         """Spatial memories held over all objects (during or after `propagate`)."""
         return sum(out.has_memory for obj in self.objects.values()

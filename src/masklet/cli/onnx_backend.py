@@ -14,6 +14,8 @@ import numpy as np
 
 from masklet.cli.common import CliError
 from masklet.cli.prompts import VideoPrompt
+from masklet.cli.review_csv import ReviewLog
+from masklet.tracking.signals import FrameSignals
 
 INSTALL_HINT = "pip install ./runtime (from a masklet checkout)"
 
@@ -52,44 +54,63 @@ def image_predictor(onnx_dir: Path):
 
 
 def track_video(onnx_dir: Path, video: Path, prompts: list[VideoPrompt], quiet: bool,
-                stream: bool) -> dict[int, np.ndarray]:
+                stream: bool, review: ReviewLog | None = None) -> dict[int, np.ndarray]:
     """Label map of every frame, tracked as the torch path tracks: forwards from the
     earliest prompted frame and backwards before it (`OnnxVideoPredictor`), or with
-    ``stream`` forwards in bounded memory from frame 0 (`OnnxStreamingTracker`)."""
+    ``stream`` forwards in bounded memory from frame 0 (`OnnxStreamingTracker`).
+    ``review`` collects the review hints (--review-csv)."""
     from tqdm.auto import tqdm
 
     from masklet.export import label_map_from_masks
 
     if stream:
-        results, total = _streamed(onnx_dir, video, prompts)
+        session = _streamed(onnx_dir, video, prompts)
+        total, backward_from = session.num_frames, None
+        results = _closing(session)
+
+        def signals_of(frame_idx: int) -> dict:
+            return session.frame_signals()  # the current frame's
     else:
         predictor = runtime_module("video").OnnxVideoPredictor(onnx_dir)
         clip = predictor.open(str(video))
         for p in prompts:
             _apply_video(clip, p)  # a frame out of range: IndexError, a one-line error
         total = clip.propagation_length()
+        # The backward pass starts after the forward pass's last frame.
+        backward_from = clip.num_frames - min(p.frame for p in prompts)
         results = clip.propagate()
+        signals_of = clip.frame_signals
     labels: dict[int, np.ndarray] = {}
-    for frame_idx, obj_ids, logits in tqdm(results, total=total, disable=quiet, desc="onnx"):
-        masks = dict(zip(obj_ids, np.asarray(logits)[:, 0] > 0))
-        labels[frame_idx] = label_map_from_masks(masks)
+    for step, (frame_idx, obj_ids, logits) in enumerate(
+            tqdm(results, total=total, disable=quiet, desc="onnx")):
+        masks = np.asarray(logits)[:, 0] > 0
+        labels[frame_idx] = label_map_from_masks(dict(zip(obj_ids, masks)))
+        if review is not None:
+            if step in (0, backward_from):
+                review.begin_pass()
+            review.add(frame_idx, obj_ids, masks, _signals(signals_of(frame_idx)))
     return dict(sorted(labels.items()))
 
 
+def _signals(found: dict) -> dict[int, FrameSignals]:
+    """The runtime's (object score, IoU) as masklet's signals (no motion filter there)."""
+    return {obj_id: FrameSignals(s.object_score, s.iou, None, None) for obj_id, s in found.items()}
+
+
+def _closing(session):
+    with session:
+        yield from session
+
+
 def _streamed(onnx_dir: Path, video: Path, prompts: list[VideoPrompt]):
-    """(results, frame count) of the streaming tracker; every prompt is on frame 0 (the
-    CLI checks that for --stream)."""
+    """A streaming session with the prompts queued; every prompt is on frame 0 (the CLI
+    checks that for --stream)."""
     tracker = runtime_module("tracker").OnnxStreamingTracker(onnx_dir)
     session = tracker.start(str(video))
     hw = (session.video_height, session.video_width)
-
-    def results():
-        with session:
-            yield from session
-
     for p in prompts:
         _apply(session, p, hw)
-    return results(), session.num_frames
+    return session
 
 
 def _apply_video(clip, p: VideoPrompt) -> None:

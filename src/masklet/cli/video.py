@@ -78,14 +78,14 @@ def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, m
     fps = overlay_fps(video, fps)
     review = None
     if review_csv is not None:
-        if onnx_dir is not None:
-            raise CliError("--review-csv needs the model's signals: not with --onnx")
         check_new_file(review_csv, "--review-csv")
         review = ReviewLog({(p.frame, p.obj_id) for p in prompts})
     if onnx_dir is not None:
         _onnx(onnx_dir, video, prompts, out_dir, overwrite, overlay, coco, fps, quiet,
               stream=stream, motion=motion, compile=compile_model,
-              model_args=(preset, checkpoint, random_weights, device, dtype))
+              model_args=(preset, checkpoint, random_weights, device, dtype), review=review)
+        if review is not None:
+            review.write(review_csv)
         return
     model = load_model(preset, checkpoint, device, quiet, random_weights)
     if compile_model:
@@ -113,14 +113,14 @@ def video_cmd(video, inline, prompt_file, out_dir, overlay, coco, fps, stream, m
 
 
 def _onnx(onnx_dir, video, prompts, out_dir, overwrite, overlay, coco, fps, quiet, *,
-          stream, motion, compile, model_args) -> None:
+          stream, motion, compile, model_args, review) -> None:
     """`masklet video --onnx DIR`: the same outputs, tracked by the torch-free runtime."""
     from masklet.cli import onnx_backend
     from masklet.io import open_frames
 
     onnx_backend.reject_options(motion=motion, compile=compile)
     onnx_backend.model_options_with_onnx(*model_args)
-    labels = onnx_backend.track_video(onnx_dir, video, prompts, quiet, stream)
+    labels = onnx_backend.track_video(onnx_dir, video, prompts, quiet, stream, review)
     name = Path(video).stem if Path(video).is_file() else Path(video).name
     _write_outputs(out_dir, overwrite, name, _Frames(open_frames(str(video))), labels, overlay,
                    coco, fps, quiet)
