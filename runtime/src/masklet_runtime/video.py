@@ -11,9 +11,9 @@ VideoPredictor tracks them (what `masklet video --onnx` runs), on exported graph
 The order of work is the official SAM 2's: every prompt is decoded on its frame first,
 without memory, and the prompted frames' memories are encoded; the video is then tracked
 forwards from the earliest prompted frame to the end, and backwards from that frame to
-frame 0, which yields the earliest prompted frame twice (the second time last). An
-object prompted only on a later frame shows on earlier frames too, tracked from the
-memories of its prompted frames.
+frame 0, so the earliest prompted frame is yielded twice (again as the backward pass's
+first frame). An object prompted only on a later frame shows on earlier frames too,
+tracked from the memories of its prompted frames.
 
 Memory stays bounded in the video's length: per object, the prompted frames' outputs and
 the tracked outputs that later steps of the pass read, plus the forward outputs just
