@@ -10,6 +10,7 @@ long video, and the errors.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -197,6 +198,23 @@ def test_long_video_bounded_and_equal(tiny256_onnx):
         lambda predictor, state: predictor.add_new_points_or_box(state, 20, 1,
                                                                  points=[[120, 70]], labels=[1]))
     assert _worst(got, expected, (135, 240)) <= TIGHT
+
+
+def test_stopping_early_stops_reading(tiny256_onnx, bedroom):
+    """A propagation left after its first result (the generator closed) stops its
+    read-ahead thread."""
+    def readers():
+        return {t for t in threading.enumerate() if t.name == "masklet-runtime-prefetch"}
+
+    before = readers()
+    clip = OnnxVideoPredictor(tiny256_onnx[1], intra_op_threads=1).open(str(bedroom))
+    clip.add_points(0, 1, [[480, 270]], [1])
+    results = clip.propagate()
+    assert next(results).frame_idx == 0
+    started = readers() - before
+    assert len(started) == 1
+    results.close()
+    assert not any(t.is_alive() for t in started)
 
 
 def test_bad_input(tiny256_onnx, bedroom):

@@ -210,18 +210,22 @@ class OnnxVideo:
         """(index, model input) of frames first..T-1, read ahead in a thread."""
         tracker = self._predictor.tracker
         source = open_source(self._video)
-        for _ in self._read(source, 0, first):
-            pass
-        inputs = ModelInputs(source, tracker.preprocess, tracker.prefetch)
+        inputs = None
         try:
+            for _ in self._read(source, 0, first):
+                pass
+            inputs = ModelInputs(source, tracker.preprocess, tracker.prefetch)
             for frame_idx in range(first, self.num_frames):
                 image = inputs.next()
                 if image is None:
                     raise self._ended(frame_idx)
                 yield frame_idx, image
         finally:
-            inputs.close()
-            source.close()
+            # The inputs close the source (their thread, when there is one, reads it).
+            if inputs is not None:
+                inputs.close()
+            else:
+                source.close()
 
     def _backward_frames(self, first: int) -> Iterator[tuple[int, np.ndarray]]:
         """(index, model input) of frames first..0: chunks of decoded frames, each read
