@@ -8,6 +8,9 @@ One process, same (seeded random) weights: the model is exported with
           frames, run interleaved frame by frame so load from other processes falls on both
           alike; and the image encoder alone (ONNX graph vs `SAM2Model.forward_image`).
           Ratios are PyTorch / ONNX (above 1: ONNX Runtime is faster). Both use --threads.
+  video:  masklet's VideoPredictor and `OnnxVideoPredictor` (as `masklet video` runs
+          them): clicks on the middle frame, tracked forwards to the end and backwards to
+          frame 0, in lockstep; seconds per result after --warmup results, and the whole run.
   prefetch: the ONNX tracker reading frames inline (prefetch=0) against reading them
           ahead in its thread (the default, prefetch=2); ratio inline / ahead.
   size:   disk size of two fresh virtual environments: one with only the runtime's
@@ -63,6 +66,7 @@ def parse_args() -> argparse.Namespace:
                    help="alternated whole runs of the ONNX tracker with prefetch 0 and 2 "
                         "(0: skip that part)")
     p.add_argument("--skip-venvs", action="store_true", help="skip the install-size part")
+    p.add_argument("--skip-video", action="store_true", help="skip the video-predictor part")
     p.add_argument("--venv-root", type=Path, default=Path(tempfile.gettempdir()) / "masklet-venvs")
     return p.parse_args()
 
@@ -146,6 +150,58 @@ def tracking_row(model, graphs, folder: Path, n_obj: int, frames: int, warmup: i
     return ["tracking", str(n_obj), f"{t:.3f}", f"{o:.3f}", f"{t / o:.2f}x", f"{err:.1e}"]
 
 
+def video_clicks(n_obj: int):
+    return list(enumerate(CLICKS[:n_obj], start=1))
+
+
+def torch_video(model, folder: Path, n_obj: int, frame: int):
+    from masklet.predictor.video import VideoPredictor
+
+    predictor = VideoPredictor(model, progress=False)
+    with torch.inference_mode():
+        state = predictor.init_state(str(folder))
+        for obj_id, (x, y) in video_clicks(n_obj):
+            predictor.add_new_points_or_box(state, frame, obj_id, points=[[x, y]], labels=[1])
+        for reverse in (False, True):
+            for _, _, logits in predictor.propagate_in_video(state, reverse=reverse):
+                yield logits.float().numpy()
+
+
+def onnx_video(graphs, folder: Path, n_obj: int, frame: int):
+    from masklet_runtime.video import OnnxVideoPredictor
+
+    clip = OnnxVideoPredictor(graphs, prefetch=0).open(str(folder))
+    for obj_id, (x, y) in video_clicks(n_obj):
+        clip.add_points(frame, obj_id, [[x, y]], [1])
+    for result in clip.propagate():
+        yield np.asarray(result.masks)
+
+
+def video_row(model, graphs, folder: Path, n_obj: int, frames: int, warmup: int):
+    """Both video predictors on clicks on the middle frame, in lockstep (frames read inline
+    on both sides); seconds per result after `warmup`, and the whole run."""
+    frame = frames // 2
+    runs = {"torch": torch_video(model, folder, n_obj, frame),
+            "onnx": onnx_video(graphs, folder, n_obj, frame)}
+    wall = {k: [] for k in runs}
+    worst = 0.0
+    for _ in range(frames + 1):  # frame..end, then frame..0
+        got = {}
+        for name, gen in runs.items():
+            start = time.perf_counter()
+            got[name] = next(gen)
+            wall[name].append(time.perf_counter() - start)
+        worst = max(worst, rel_err(got["onnx"], got["torch"]))
+    for gen in runs.values():
+        assert next(gen, None) is None, "the predictors yielded more results than expected"
+    t, o = (float(np.mean(wall[k][warmup:])) for k in ("torch", "onnx"))
+    t_all, o_all = sum(wall["torch"]), sum(wall["onnx"])
+    return [["video: per result", str(n_obj), f"{t:.3f}", f"{o:.3f}", f"{t / o:.2f}x",
+             f"{worst:.1e}"],
+            ["video: whole run", str(n_obj), f"{t_all:.2f}", f"{o_all:.2f}",
+             f"{t_all / o_all:.2f}x", ""]]
+
+
 def prefetch_row(graphs, folder: Path, n_obj: int, rounds: int, warmup: int) -> list[str]:
     """Steady-state seconds per frame of the ONNX tracker reading frames inline (prefetch 0)
     and ahead in its thread (prefetch 2): whole runs, alternated (a reader thread cannot be
@@ -211,11 +267,15 @@ def main() -> None:
         rows = encoder_rows(model, graphs, args.encoder_reps)
         for n in args.objects:
             rows.append(tracking_row(model, graphs, clip, n, args.frames, args.warmup))
+        if not args.skip_video:
+            for n in args.objects:
+                rows += video_row(model, graphs, clip, n, args.frames, args.warmup)
         prefetch_rows = [prefetch_row(graphs, clip, n, args.prefetch_rounds, args.warmup)
                          for n in args.objects] if args.prefetch_rounds > 0 else []
     print(f"\n{args.preset} at {args.image_size} px, {args.frames} bedroom frames "
           f"({args.warmup} warm-up, the rest averaged); seconds (wall); ratio PyTorch / ONNX; "
-          "err: max |ONNX - PyTorch| / max(1, max |PyTorch|) on the last output")
+          "err: max |ONNX - PyTorch| / max(1, max |PyTorch|) on the last output (video: "
+          "on any result)")
     print_table(["what", "objects", "PyTorch s", "ONNX s", "ratio", "err"], rows)
     if prefetch_rows:
         print(f"\nONNX tracker, frames read inline vs ahead in its thread (seconds per frame, "
