@@ -81,14 +81,38 @@ def frame_result(objects: Iterable[ObjectState], frame_idx: int, hw: tuple[int, 
     return TrackedFrame(frame_idx, [obj.obj_id for obj in objects], masks)
 
 
+def signals_at(objects: Iterable[ObjectState], frame_idx: int) -> dict[int, FrameSignals]:
+    """Each object's signals on a frame, from its output there (objects without one are
+    left out)."""
+    outs = {obj.obj_id: obj.output_at(frame_idx) for obj in objects}
+    return {obj_id: FrameSignals(float(out.object_score_logits.flat[0]), out.iou)
+            for obj_id, out in outs.items() if out is not None}
+
+
+def count_memories(objects: Iterable[ObjectState]) -> int:
+    """Spatial memories held by the objects' prompted and tracked outputs."""
+    return sum(out.has_memory for obj in objects
+               for out in (*obj.cond_outputs.values(), *obj.non_cond_outputs.values()))
+
+
+def count_outputs(objects: Iterable[ObjectState]) -> int:
+    """Per-frame outputs (prompted and tracked) held by the objects."""
+    return sum(len(obj.cond_outputs) + len(obj.non_cond_outputs) for obj in objects)
+
+
+def check_int(value, name: str) -> int:
+    """``value`` as a plain int (bools and floats are refused, not silently cast)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
 def check_obj_id(obj_id) -> int:
     """An object id as a plain int (bools and floats are refused, not silently cast)."""
-    if isinstance(obj_id, bool):
-        raise TypeError("obj_id must be an int, got bool")
-    try:
-        return operator.index(obj_id)
-    except TypeError:
-        raise TypeError(f"obj_id must be an int, got {type(obj_id).__name__}") from None
+    return check_int(obj_id, "obj_id")
 
 
 class OnnxStreamingTracker:
@@ -179,14 +203,12 @@ class OnnxStreamingSession:
     def retained_memories(self) -> int:
         """Spatial memories held over all objects: prompted frames' plus at most
         ``num_maskmem`` recent frames'."""
-        return sum(out.has_memory for obj in self.objects.values()
-                   for out in (*obj.cond_outputs.values(), *obj.non_cond_outputs.values()))
+        return count_memories(self.objects.values())
 
     def retained_outputs(self) -> int:
         """Per-frame outputs held over all objects: prompted frames' plus at most
         ``max_obj_ptrs_in_encoder`` recent frames'."""
-        return sum(len(obj.cond_outputs) + len(obj.non_cond_outputs)
-                   for obj in self.objects.values())
+        return count_outputs(self.objects.values())
 
     def retained_features(self) -> int:
         """Image-feature sets held: 1 (the current frame's) once computed, else 0."""
@@ -196,9 +218,7 @@ class OnnxStreamingSession:
         """Each object's signals on the current frame; empty before the first `step`."""
         if not self._processed:
             return {}
-        outs = {obj_id: obj.output_at(self._frame_idx) for obj_id, obj in self.objects.items()}
-        return {obj_id: FrameSignals(float(out.object_score_logits.flat[0]), out.iou)
-                for obj_id, out in outs.items() if out is not None}
+        return signals_at(self.objects.values(), self._frame_idx)
 
     # --------------------------------------------------------------- prompts
     def add_points(self, obj_id: int, points=None, labels=None, *, box=None,

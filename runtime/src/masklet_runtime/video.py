@@ -24,7 +24,6 @@ from the source once per pass: the backward pass reads them in chunks of at most
 
 from __future__ import annotations
 
-import operator
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -42,8 +41,12 @@ from masklet_runtime.tracker import (
     FrameSignals,
     OnnxStreamingTracker,
     TrackedFrame,
+    check_int,
     check_obj_id,
+    count_memories,
+    count_outputs,
     frame_result,
+    signals_at,
 )
 
 # Decoded frames held at once by the backward pass (a 1080p frame is about 6 MB).
@@ -140,12 +143,7 @@ class OnnxVideo:
             self._obj_order.append(prompt.obj_id)
 
     def _check_frame(self, frame_idx) -> int:
-        if isinstance(frame_idx, bool):
-            raise TypeError("frame_idx must be an int, got bool")
-        try:
-            frame_idx = operator.index(frame_idx)
-        except TypeError:
-            raise TypeError(f"frame_idx must be an int, got {type(frame_idx).__name__}") from None
+        frame_idx = check_int(frame_idx, "frame_idx")
         if not 0 <= frame_idx < self.num_frames:
             raise IndexError(f"frame index {frame_idx} is out of range: the video has "
                              f"{self.num_frames} frames (0..{self.num_frames - 1})")
@@ -260,19 +258,12 @@ class OnnxVideo:
     def frame_signals(self, frame_idx: int) -> dict[int, FrameSignals]:
         """Each object's signals on a frame `propagate` has just yielded (its newest
         result there); objects without an output there are left out."""
-        found = {}
-        for obj_id, obj in self.objects.items():
-            out = obj.output_at(frame_idx)
-            if out is not None:
-                found[obj_id] = FrameSignals(float(out.object_score_logits.flat[0]), out.iou)
-        return found
+        return signals_at(self.objects.values(), frame_idx)
 
     def retained_memories(self) -> int:
         """Spatial memories held over all objects (during or after `propagate`)."""
-        return sum(out.has_memory for obj in self.objects.values()
-                   for out in (*obj.cond_outputs.values(), *obj.non_cond_outputs.values()))
+        return count_memories(self.objects.values())
 
     def retained_outputs(self) -> int:
         """Per-frame outputs held over all objects (during or after `propagate`)."""
-        return sum(len(obj.cond_outputs) + len(obj.non_cond_outputs)
-                   for obj in self.objects.values())
+        return count_outputs(self.objects.values())
