@@ -7,7 +7,9 @@ a click refused because another tab tracks stays on screen; the page has an icon
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 
 from conftest import require_data
 
@@ -198,5 +200,86 @@ def test_page_has_an_icon(server, browser_context):
         "return [r.status, r.headers.get('content-type')]; }", href)
     assert got[0] == 200 and got[1].startswith("image/"), got
     assert not missing, missing
+    tab.check_no_errors()
+    page.close()
+
+
+def _wait_until(tab: Page, ready, what: str, timeout: float = 20.0) -> None:
+    """Let the page run (its route handlers included) until `ready()` is true."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        tab.page.wait_for_timeout(20)
+
+
+def _redrawn_after(tab: Page, seq: int) -> None:
+    """Wait until the page has drawn again since its draw count was `seq` (a refresh applies
+    the video's detail first, then draws)."""
+    tab.page.wait_for_function("s => window.masklet.frameSeq > s", arg=seq)
+
+
+def test_video_details_arriving_out_of_order_keep_each_object_once(server, browser_context):
+    """The server's "changed" events make the page ask for the video's detail while its own
+    edits are on their way; on a busy machine the answers cross. (1) A detail asked for
+    before the first click created object 1, answered after that: the click still ends in
+    its mask (it once failed with "Cannot read properties of undefined"). (2) A detail that
+    already lists object 2, answered before the request that created it: object 2 is listed
+    once (it was listed twice)."""
+    require_data("videos", "bedroom")
+    tab = Page(browser_context, server, "crossing")
+    page = tab.page
+    page.goto(server.url + "/")
+    tab.wait_status("info")
+    open_path(tab, "videos/bedroom")
+    vid = tab.video_id()
+    base = rf"^{re.escape(server.url)}/api/videos/{vid}"
+    seq = lambda: page.evaluate("() => window.masklet.frameSeq")  # noqa: E731
+
+    # (1) Hold a detail's (already fetched) answer, and the click's prompt request.
+    details, prompts = [], []
+    page.route(re.compile(base + "$"), lambda route: details.append((route, route.fetch())))
+    page.route(re.compile(base + "/prompts$"), lambda route: prompts.append(route))
+    page.evaluate("() => { window.masklet.refresh(); }")
+    _wait_until(tab, lambda: details, "the detail request")
+    tab.click_frame(0.45, 0.55)
+    _wait_until(tab, lambda: prompts, "the prompt request")  # object 1 exists by now
+    route, old = details.pop(0)
+    assert [o["id"] for o in old.json()["objects"]] == []
+    before = seq()
+    route.fulfill(response=old)
+    _redrawn_after(tab, before)
+    prompts[0].continue_()
+    assert "mask on frame 0" in tab.wait_status("info")
+    page.unroute(re.compile(base + "/prompts$"))
+    for route, answer in details:  # asked for after the click: current
+        route.fulfill(response=answer)
+    page.unroute(re.compile(base + "$"))
+    tab.settle()
+
+    # (2) Hold the answer to "create an object" (N) until a detail listing it was applied.
+    created = []
+    page.route(re.compile(base + "/objects$"), lambda route: created.append(route.fetch())
+               or created.append(route))
+    page.focus("#prompt-canvas")
+    page.keyboard.press("n")
+    _wait_until(tab, lambda: len(created) == 2, "the object request")
+    before = seq()
+    page.evaluate("() => { window.masklet.refresh(); }")
+    _redrawn_after(tab, before)
+    answer, route = created
+    details.clear()  # hold the refreshes that follow, so that they cannot mend the list
+    page.route(re.compile(base + "$"), lambda route: details.append((route, route.fetch())))
+    route.fulfill(response=answer)
+    assert "object 2 added" in tab.wait_status("info")
+    listed = page.eval_on_selector_all("#object-list li.object", "els => els.map(e => "
+                                       "e.dataset.objectId)")
+    assert listed == ["1", "2"], listed
+    assert page.evaluate("() => window.masklet.video.objects.map(o => o.id)") == [1, 2]
+    assert _active(tab) == 2
+    page.unroute(re.compile(base + "/objects$"))
+    for route, answer in details:
+        route.fulfill(response=answer)
+    page.unroute(re.compile(base + "$"))
+    tab.settle()
     tab.check_no_errors()
     page.close()

@@ -10,6 +10,8 @@ for whichever worker is free next, so it is tracked again from scratch and recor
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +26,7 @@ MAX_ATTEMPTS = 3  # a video whose worker dies this often fails (it may be what k
 MAX_REPLACEMENTS = 8  # fresh actors started after Ray gave up restarting one
 ACTOR_RESTARTS = 3  # Ray restarts a dead worker process this often before we replace it
 POLL_S = 0.5  # ray.wait timeout: how often a stop request is looked at while waiting
+STOP_WAIT_S = 10.0  # after Ctrl-C, how long to wait for a killed worker's process to end
 
 
 class WorkerStartError(RuntimeError):
@@ -95,8 +98,9 @@ class Worker:
         except Exception as exc:  # noqa: BLE001
             self.error = one_line(exc)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def where(self) -> tuple[str, int]:
+        """(host name, process id) of this actor's current process."""
+        return socket.gethostname(), os.getpid()
 
     def ready(self) -> str | None:
         """None once the model is loaded, else why it could not be."""
@@ -159,19 +163,28 @@ def _message(exc: BaseException) -> str:
 class Dispatcher:
     """Hands `jobs` to `actors` one at a time and reports each video's record once.
 
-    A worker whose process died is not handed anything until a probe (`pid`) says Ray has
+    A worker whose process died is not handed anything until a probe (`where`) says Ray has
     restarted it: a call made while it restarts fails at once, which would burn the video's
     attempts without running it.
     """
 
     def __init__(self, actors: list, make_actor: Callable[[], object], out_dir: Path,
                  options: RunOptions) -> None:
+        import ray
+
         self.idle = deque(actors)
         self.make_actor = make_actor
         self.out_dir = Path(out_dir)
         self.options = options
         self.in_flight: dict = {}  # object ref -> (actor, job)
-        self.probes: dict = {}  # object ref of a restarting actor's pid() -> actor
+        self.probes: dict = {}  # object ref of a restarting actor's where() -> actor
+        # id(actor) -> its process's (host, pid), to wait for its end after Ctrl-C.
+        self.places: dict[int, tuple[str, int]] = {}
+        for actor, ref in [(a, a.where.remote()) for a in actors]:
+            try:
+                self.places[id(actor)] = tuple(ray.get(ref))
+            except ray.exceptions.RayActorError:
+                pass  # died since it loaded: `run` finds out and has it restarted
         self.attempts: dict[str, int] = {}
         self.replaced = 0
         self.retried = 0
@@ -215,17 +228,18 @@ class Dispatcher:
         except ray.exceptions.RayActorError as exc:
             return self._worker_died(actor, job, queue, exc)
         self.idle.append(actor)
+        self.places[id(actor)] = (record["node"], record["pid"])
         return record
 
     def _probe(self, actor) -> None:
-        self.probes[actor.pid.remote()] = actor
+        self.probes[actor.where.remote()] = actor
 
     def _probed(self, ref) -> None:
         import ray
 
         actor = self.probes.pop(ref)
         try:
-            ray.get(ref)
+            self.places[id(actor)] = tuple(ray.get(ref))
         except ray.exceptions.ActorUnavailableError:
             time.sleep(0.2)  # still restarting (loading its model): ask again
             self._probe(actor)
@@ -267,7 +281,39 @@ class Dispatcher:
 
         held = [job.name for _, job in self.in_flight.values()]
         self.close()
-        if self.in_flight:  # wait until the killed processes are gone
-            ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=10)
+        # Ray reports an actor dead before its process has ended: on a busy machine one ran
+        # on for seconds, filling (even finishing) its temporary folder after the sweep. So
+        # a process on this machine is killed outright and waited for; on another node,
+        # Ray's word is all there is.
+        host = socket.gethostname()
+        for actor, _ in self.in_flight.values():
+            node, pid = self.places.get(id(actor), (None, None))
+            if node == host:
+                kill_and_wait(pid, STOP_WAIT_S)
+        if self.in_flight:
+            ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=STOP_WAIT_S)
         sweep_partial(self.out_dir, held)
         return held
+
+
+def kill_and_wait(pid: int, timeout: float) -> bool:
+    """SIGKILL process `pid` (on this machine) and wait until it has ended or is a zombie;
+    False if it still runs after `timeout` seconds."""
+    try:
+        os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows has no SIGKILL
+    except (ProcessLookupError, PermissionError):  # gone (its number may be reused)
+        return True
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (ProcessLookupError, PermissionError):
+            return True
+        except (OSError, IndexError):
+            state = ""  # no /proc (macOS): os.kill alone tells
+        if state == "Z":  # ended; its parent (Ray's raylet) has not reaped it yet
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)

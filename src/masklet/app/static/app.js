@@ -162,6 +162,9 @@ class App {
 
   /** Apply a video detail: objects, undo/redo availability, the job. */
   applyDetail(detail) {
+    // Details can arrive out of order (a refresh asked for before an object was created
+    // here, answered after it): an older one would take the new object away.
+    if (this.video && this.video.id === detail.id && detail.version < this.video.version) return;
     this.video = detail;
     this.objectMap = new Map(detail.objects.map((o) => [o.id, o]));
     if (!this.objectMap.has(this.activeObject)) {

@@ -20,8 +20,12 @@ export class Editor {
   /** Create an object on the server and make it the active one. */
   async createObject() {
     const app = this.app;
-    const { object } = await api("POST", videoPath(app.video.id, "objects"), {});
-    app.video.objects.push(object);
+    const { object, version } = await api("POST", videoPath(app.video.id, "objects"), {});
+    // The server's "changed" event may have refreshed the video, with this object, while
+    // the answer was on its way: add it once. The version keeps an older detail (asked for
+    // before the object existed, answered after) from taking it away again.
+    if (!app.video.objects.some((o) => o.id === object.id)) app.video.objects.push(object);
+    app.video.version = Math.max(app.video.version, version);
     app.objectMap.set(object.id, object);
     app.activeObject = object.id;
     app.renderObjects();
