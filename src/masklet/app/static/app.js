@@ -368,7 +368,14 @@ class App {
     markActiveObject($("object-list"), id);
     this.view.setPrompts(this.view.prompts, this.objectMap, this.activeObject);
     this.writeHash();
-    this.setStatus(`Active: ${this.objectMap.get(id).name}.`);
+    this.setStatus(`Active: ${this.objectName(id)}.`);
+  }
+
+  /** Object `id`'s name; "object N" once this page no longer knows it (another tab deleted
+   *  it while an edit of it was on its way). */
+  objectName(id) {
+    const obj = this.objectMap && this.objectMap.get(id);
+    return obj ? obj.name : `object ${id}`;
   }
 
   selectObjectAt(index) {

@@ -184,7 +184,7 @@ export class BrushTool {
         const body = { frame: stroke.frame, object, mode: stroke.mode, radius: stroke.radius, points };
         const result = await api("POST", videoPath(app.video.id, "brush"), body);
         await app.applyResult(result);
-        app.setStatus(`${verb} ${app.objectMap.get(object).name} on frame ${stroke.frame}.`);
+        app.setStatus(`${verb} ${app.objectName(object)} on frame ${stroke.frame}.`);
       } catch (err) {
         // Refused: the preview must not stay on screen as if it were stored.
         if (app.frame === stroke.frame) app.redraw();

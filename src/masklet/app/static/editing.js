@@ -51,7 +51,7 @@ export class Editor {
       const object = await this.ensureObject();
       const result = await api("POST", videoPath(app.video.id, "prompts"), { frame, object, ...prompt });
       await app.applyResult(result);
-      const name = app.objectMap.get(object).name;
+      const name = app.objectName(object);
       const score = result.score !== null && result.score !== undefined ? ` (predicted IoU ${result.score.toFixed(2)})` : "";
       if (result.objects.includes(object)) app.setStatus(`${name}: mask on frame ${frame}${score}.`);
       else app.setStatus(`${name}: no mask on frame ${frame}; add a positive click or a box.`, "error");
@@ -64,7 +64,7 @@ export class Editor {
     const body = { frame: app.frame, object: app.activeObject };
     app.mutate(async () => {
       await app.applyResult(await api("POST", videoPath(app.video.id, "prompts", "clear"), body));
-      app.setStatus(`Cleared the prompts of ${app.objectMap.get(body.object).name} on frame ${body.frame}.`);
+      app.setStatus(`Cleared the prompts of ${app.objectName(body.object)} on frame ${body.frame}.`);
     });
   }
 

@@ -138,7 +138,7 @@ export class ReviewControl {
     app.selectObject(entry.object);
     app.setFrame(entry.frame);
     const row = this.rows.get(key(entry.frame, entry.object));
-    const name = this.objectName(entry.object);
+    const name = this.app.objectName(entry.object);
     const score = row && row.score !== null ? ` (score ${row.score.toFixed(2)})` : "";
     app.setStatus(`Review ${this.index + 1}/${order.length}: frame ${entry.frame}, ${name}${score}. F: next, Shift+F: back.`);
     this.render();
@@ -187,17 +187,12 @@ export class ReviewControl {
 
   // ---- showing -------------------------------------------------------------------------
 
-  objectName(id) {
-    const obj = this.app.objectMap && this.app.objectMap.get(id);
-    return obj ? obj.name : `object ${id}`;
-  }
-
   describe(rows) {
     return rows.map((r) => {
       const notes = [];
       if (r.score !== null && r.score !== undefined) notes.push(`score ${r.score.toFixed(2)}`);
       if (r.reviewed) notes.push("reviewed");
-      return `${this.objectName(r.object)}${notes.length ? ` (${notes.join(", ")})` : ""}`;
+      return `${this.app.objectName(r.object)}${notes.length ? ` (${notes.join(", ")})` : ""}`;
     }).join("; ");
   }
 
