@@ -104,6 +104,26 @@ def test_info(runner, tmp_path):
     assert "fits preset: masklet_nano" in run(runner, "info", path).output
 
 
+@pytest.mark.parametrize("features", [(), ("avx512_bf16",), ("avx512_bf16", "amx_bf16")])
+def test_info_says_which_dtype_is_faster_on_this_cpu(runner, monkeypatch, features):
+    """On the CPU, `masklet info` recommends bfloat16 exactly when the CPU multiplies bf16
+    natively, naming the features (or their absence)."""
+    import torch
+
+    import masklet.cli.common
+    from masklet.tracking import precision
+
+    monkeypatch.setattr(masklet.cli.common, "resolve_device", lambda name: torch.device("cpu"))
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: features)
+    lines = run(runner, "info").output.splitlines()
+    assert lines[-2].startswith("this machine: torch ") and "--device auto picks cpu (" in lines[-2]
+    if features:
+        assert lines[-1].startswith("faster --dtype here: bfloat16 ("), lines[-1]
+        assert f"natively: {', '.join(features)})" in lines[-1]
+    else:
+        assert lines[-1].startswith("faster --dtype here: float32 (the CPU has neither"), lines[-1]
+
+
 def test_random_weights_only_when_asked(runner, tmp_path):
     """A preset with no checkpoint is refused unless --random-weights says so."""
     photo = tmp_path / "noise.png"

@@ -19,6 +19,7 @@ def info_cmd(checkpoint):
 
     if checkpoint is None:
         _list_presets()
+        _describe_machine()
         return
     try:
         state = read_state_dict(checkpoint)
@@ -48,6 +49,44 @@ def _list_presets() -> None:
         click.echo(f"{name:<24} {trunk:<36} {cfg.image_size:>10}  "
                    f"{', '.join(aliases.get(name, [])) or '-'}")
     click.echo("--model takes a preset or any of its aliases.")
+
+
+def _describe_machine() -> None:
+    """What `--device auto` picks here and which `--dtype` is the faster on it."""
+    import torch
+
+    from masklet.cli.common import resolve_device
+    from masklet.tracking.precision import cpu_bf16_features, recommended_precision
+
+    device = resolve_device("auto")
+    if device.type == "cuda":
+        where = f"cuda ({torch.cuda.get_device_name(device)})"
+        why = ("the GPU computes in bf16" if torch.cuda.is_bf16_supported()
+               else "this GPU has no bf16")
+    elif device.type == "cpu":
+        where = f"cpu ({_cpu_name()}, {torch.get_num_threads()} threads)"
+        features = cpu_bf16_features()
+        why = (f"the CPU multiplies bf16 natively: {', '.join(features)}" if features else
+               "the CPU has neither avx512_bf16 nor AMX: bf16 would be emulated, slower")
+    else:
+        where, why = device.type, "bf16 is not known to pay on this device"
+    dtype = {"bf16": "bfloat16", "fp32": "float32"}[recommended_precision(device)]
+    click.echo(f"this machine: torch {torch.__version__}; --device auto picks {where}")
+    click.echo(f"faster --dtype here: {dtype} ({why}); float32 gives the official numbers")
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what the platform says)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return " ".join(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _describe_trunk(trunk) -> str:
