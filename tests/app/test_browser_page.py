@@ -2,7 +2,8 @@
 
 Chromium (headless, Playwright) on the real server, as in test_browser.py: clicking an
 object's name selects that object; an error is shown whole and kept until dismissed;
-a click refused because another tab tracks stays on screen; the page has an icon.
+a click refused because another tab tracks stays on screen; the page has an icon; answers
+that arrive late (held back with Playwright routes) do not undo newer state.
 """
 
 from __future__ import annotations
@@ -281,5 +282,51 @@ def test_video_details_arriving_out_of_order_keep_each_object_once(server, brows
         route.fulfill(response=answer)
     page.unroute(re.compile(base + "$"))
     tab.settle()
+    tab.check_no_errors()
+    page.close()
+
+
+def test_late_answers_about_the_previous_video_are_dropped(server, browser_context):
+    """The detail, timeline and metrics of video A, asked for just before video B was
+    opened and answered after: the page stays on B (it went back to A's detail, and showed
+    A's frame flags)."""
+    require_data("videos", "bedroom")
+    require_data("images")
+    tab = Page(browser_context, server, "late-video")
+    page = tab.page
+    page.goto(server.url + "/")
+    tab.wait_status("info")
+    open_path(tab, "videos/bedroom")
+    first = tab.video_id()
+    tab.click_frame(0.45, 0.55)
+    assert "mask on frame 0" in tab.wait_status("info")
+    tab.wait_flags("prompted")
+
+    held = []
+    pattern = re.compile(rf"^{re.escape(server.url)}/api/videos/{first}(/timeline|/metrics)?$")
+    page.route(pattern, lambda route: held.append((route, route.fetch())))
+    page.evaluate("() => { const m = window.masklet; m.refresh(); m.refreshTimeline(); "
+                  "m.refreshMetrics(); }")
+    _wait_until(tab, lambda: len(held) == 3, "the three requests")
+    open_path(tab, "images")
+    second = tab.video_id()
+    assert second != first
+    assert page.text_content("#frame-flags") == ""
+    metrics = page.text_content("#metrics")
+    late = {route.request.url.rsplit("/", 1)[-1]: (route, answer) for route, answer in held}
+    for name in ("timeline", "metrics"):
+        route, answer = late.pop(name)
+        route.fulfill(response=answer)
+    page.wait_for_timeout(300)  # no sign to wait for when they are (rightly) dropped
+    assert page.text_content("#frame-flags") == ""  # A's frame 0 is prompted, B's is not
+    assert page.text_content("#metrics") == metrics
+    (route, answer), = late.values()  # the detail
+    before = page.evaluate("() => window.masklet.frameSeq")
+    route.fulfill(response=answer)
+    _redrawn_after(tab, before)  # the late refresh ran to its end
+    page.unroute(pattern)
+    assert tab.video_id() == second
+    assert page.eval_on_selector_all("#object-list li.object", "els => els.length") == 0
+    assert page.text_content("#frame-flags") == ""
     tab.check_no_errors()
     page.close()

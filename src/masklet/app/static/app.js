@@ -162,9 +162,10 @@ class App {
 
   /** Apply a video detail: objects, undo/redo availability, the job. */
   applyDetail(detail) {
-    // Details can arrive out of order (a refresh asked for before an object was created
-    // here, answered after it): an older one would take the new object away.
-    if (this.video && this.video.id === detail.id && detail.version < this.video.version) return;
+    // Answers can come late: a detail of another video (opened since it was asked for), or
+    // an older one of this video (asked for before an object was created here, answered
+    // after) would undo what the page shows.
+    if (this.video && (detail.id !== this.video.id || detail.version < this.video.version)) return;
     this.video = detail;
     this.objectMap = new Map(detail.objects.map((o) => [o.id, o]));
     if (!this.objectMap.has(this.activeObject)) {
@@ -210,8 +211,10 @@ class App {
 
   async refreshTimeline() {
     if (!this.video) return;
+    const id = this.video.id;
     try {
-      const status = await api("GET", videoPath(this.video.id, "timeline"));
+      const status = await api("GET", videoPath(id, "timeline"));
+      if (this.video.id !== id) return; // another video was opened meanwhile
       const colours = new Map(this.video.objects.map((o) => [o.id, o.color]));
       this.timeline.setStatus(status, colours);
       this.showFrameFlags(status);
@@ -233,8 +236,10 @@ class App {
 
   async refreshMetrics() {
     if (!this.video) return;
+    const id = this.video.id;
     try {
-      const metrics = await api("GET", videoPath(this.video.id, "metrics"));
+      const metrics = await api("GET", videoPath(id, "metrics"));
+      if (this.video.id !== id) return; // another video was opened meanwhile
       renderMetrics($("metrics"), metrics, new Map(this.video.objects.map((o) => [o.id, o.name])));
     } catch (err) {
       this.showError(err);

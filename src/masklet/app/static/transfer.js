@@ -50,8 +50,10 @@ async function exportAs(app, format) {
 
 /** List the exports already made (they survive reloads and restarts). */
 export async function refreshExports(app) {
+  const id = app.video.id;
   try {
-    const { exports } = await api("GET", videoPath(app.video.id, "exports"));
+    const { exports } = await api("GET", videoPath(id, "exports"));
+    if (!app.video || app.video.id !== id) return; // another video was opened meanwhile
     const list = $("export-links");
     list.replaceChildren();
     for (const result of [...exports].reverse()) addExportLink(list, result);
