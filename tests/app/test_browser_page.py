@@ -15,6 +15,7 @@ import time
 from conftest import require_data
 
 from .browser_kit import (  # noqa: F401  (the *_fixture names: fixtures used by name)
+    COUNT_MASK_JS,
     Page,
     Server,
     browser_context_fixture,
@@ -328,5 +329,43 @@ def test_late_answers_about_the_previous_video_are_dropped(server, browser_conte
     assert tab.video_id() == second
     assert page.eval_on_selector_all("#object-list li.object", "els => els.length") == 0
     assert page.text_content("#frame-flags") == ""
+    tab.check_no_errors()
+    page.close()
+
+
+def test_edits_on_their_way_end_on_their_own_video(server, browser_context):
+    """Two clicks on video A, the first one's answer still on its way (so the second waits
+    its turn) when video B is opened: both end on A, B opens after them with nothing on it
+    (the second click once landed on B, creating an object there)."""
+    require_data("videos", "bedroom")
+    require_data("images")
+    tab = Page(browser_context, server, "edit-then-open")
+    page = tab.page
+    page.goto(server.url + "/")
+    tab.wait_status("info")
+    open_path(tab, "videos/bedroom")
+    first = tab.video_id()
+    pattern = re.compile(rf"^{re.escape(server.url)}/api/videos/{first}/prompts$")
+    held = []
+    page.route(pattern, lambda route: route.continue_() if held else held.append(route))
+    tab.click_frame(0.45, 0.55)
+    _wait_until(tab, lambda: held, "the first prompt request")
+    tab.click_frame(0.2, 0.8, modifiers=["Shift"])
+    page.fill("#path-input", "images")
+    page.click("#path-open")
+    # Without the wait for A's edits, B is open at once; with it, B waits for this answer.
+    deadline = time.monotonic() + 2
+    while tab.video_id() == first and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    held[0].continue_()
+    page.wait_for_function("f => window.masklet.video.id !== f", arg=first)
+    assert tab.wait_status("info").startswith("Opened “images”"), tab.status()
+    page.unroute(pattern)
+    second = tab.video_id()
+    assert [(p["object"], p["labels"]) for p in prompts_of(server, first, 0)] == \
+        [(1, [1]), (1, [0])]
+    assert prompts_of(server, second, 0) == []
+    assert server.json(f"/api/videos/{second}")["objects"] == []
+    assert page.evaluate(f"({COUNT_MASK_JS})") == 0  # B has no mask
     tab.check_no_errors()
     page.close()

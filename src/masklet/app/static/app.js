@@ -119,6 +119,10 @@ class App {
   }
 
   async openVideo(id, frame = 0, objectId = null) {
+    // Edits made on the open video end on it first: each reads the open video when its
+    // turn comes, so a click queued behind another would land on the next video.
+    this.setStatus("Opening…", "busy");
+    await this.queue;
     this.setStatus("Opening…", "busy");
     const detail = await api("GET", videoPath(id));
     this.video = detail;
@@ -332,9 +336,16 @@ class App {
 
   // ---- mutations ------------------------------------------------------------------------
 
-  /** Run fn after the mutations already queued; errors go to the status line. */
+  /** Run fn after the mutations already queued; errors go to the status line. An edit
+   *  made on a video that is no longer open when its turn comes (made while another one
+   *  was opening) is dropped, and the status line says so. */
   mutate(fn) {
+    const video = this.video && this.video.id;
     const run = async () => {
+      if ((this.video && this.video.id) !== video) {
+        this.setStatus("An edit made while another video opened was not saved: make it again.", "error");
+        return undefined;
+      }
       this.pending += 1;
       document.body.classList.add("saving");
       try {
