@@ -199,6 +199,15 @@ class Page:
         assert not self.errors, self.errors
 
 
+def open_page(context, server: Server, name: str, path: str) -> Page:
+    """A new tab on the app, with the folder or file `path` (under the roots) open in it."""
+    tab = Page(context, server, name)
+    tab.page.goto(server.url + "/")
+    tab.wait_status("info")
+    open_path(tab, path)
+    return tab
+
+
 def open_path(tab: Page, path: str) -> str:
     tab.page.fill("#path-input", path)
     tab.page.click("#path-open")

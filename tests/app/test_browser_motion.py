@@ -8,7 +8,7 @@ from .browser_kit import (  # noqa: F401  (the *_fixture names: fixtures used by
     Page,
     browser_context_fixture,
     needs_chromium,
-    open_path,
+    open_page,
     server_fixture,
 )
 
@@ -17,11 +17,8 @@ pytestmark = needs_chromium
 
 def test_the_motion_checkbox_tracks_motion_aware(server, browser_context):
     require_data("videos", "bedroom")
-    tab = Page(browser_context, server, "motion")
+    tab = open_page(browser_context, server, "motion", "videos/bedroom")
     page = tab.page
-    page.goto(server.url + "/")
-    tab.wait_status("info")
-    open_path(tab, "videos/bedroom")
     vid = tab.video_id()
     tab.seek(50)
     tab.click_frame(0.45, 0.55)

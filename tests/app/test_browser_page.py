@@ -20,6 +20,7 @@ from .browser_kit import (  # noqa: F401  (the *_fixture names: fixtures used by
     Server,
     browser_context_fixture,
     needs_chromium,
+    open_page,
     open_path,
     prompts_of,
     server_fixture,
@@ -49,11 +50,8 @@ def _active(tab: Page) -> int:
 def test_clicking_an_object_name_selects_it(server, browser_context):
     """Focusing object 1's name makes it active: the next click on the frame goes to it."""
     require_data("videos", "bedroom")
-    tab = Page(browser_context, server, "object-name")
+    tab = open_page(browser_context, server, "object-name", "videos/bedroom")
     page = tab.page
-    page.goto(server.url + "/")
-    tab.wait_status("info")
-    open_path(tab, "videos/bedroom")
     vid = tab.video_id()
     tab.click_frame(0.45, 0.55)
     assert "mask on frame 0" in tab.wait_status("info")
@@ -228,11 +226,8 @@ def test_video_details_arriving_out_of_order_keep_each_object_once(server, brows
     already lists object 2, answered before the request that created it: object 2 is listed
     once (it was listed twice)."""
     require_data("videos", "bedroom")
-    tab = Page(browser_context, server, "crossing")
+    tab = open_page(browser_context, server, "crossing", "videos/bedroom")
     page = tab.page
-    page.goto(server.url + "/")
-    tab.wait_status("info")
-    open_path(tab, "videos/bedroom")
     vid = tab.video_id()
     base = rf"^{re.escape(server.url)}/api/videos/{vid}"
     seq = lambda: page.evaluate("() => window.masklet.frameSeq")  # noqa: E731
@@ -293,11 +288,8 @@ def test_late_answers_about_the_previous_video_are_dropped(server, browser_conte
     A's frame flags)."""
     require_data("videos", "bedroom")
     require_data("images")
-    tab = Page(browser_context, server, "late-video")
+    tab = open_page(browser_context, server, "late-video", "videos/bedroom")
     page = tab.page
-    page.goto(server.url + "/")
-    tab.wait_status("info")
-    open_path(tab, "videos/bedroom")
     first = tab.video_id()
     tab.click_frame(0.45, 0.55)
     assert "mask on frame 0" in tab.wait_status("info")
@@ -312,7 +304,9 @@ def test_late_answers_about_the_previous_video_are_dropped(server, browser_conte
     open_path(tab, "images")
     second = tab.video_id()
     assert second != first
-    assert page.text_content("#frame-flags") == ""
+    assert page.text_content("#frame-flags") == ""  # A's were cleared at once
+    page.wait_for_function(  # B's own measures (3 images) are shown
+        "() => document.getElementById('metrics').textContent.includes('0 / 3 (')")
     metrics = page.text_content("#metrics")
     late = {route.request.url.rsplit("/", 1)[-1]: (route, answer) for route, answer in held}
     for name in ("timeline", "metrics"):
@@ -339,11 +333,8 @@ def test_edits_on_their_way_end_on_their_own_video(server, browser_context):
     (the second click once landed on B, creating an object there)."""
     require_data("videos", "bedroom")
     require_data("images")
-    tab = Page(browser_context, server, "edit-then-open")
+    tab = open_page(browser_context, server, "edit-then-open", "videos/bedroom")
     page = tab.page
-    page.goto(server.url + "/")
-    tab.wait_status("info")
-    open_path(tab, "videos/bedroom")
     first = tab.video_id()
     pattern = re.compile(rf"^{re.escape(server.url)}/api/videos/{first}/prompts$")
     held = []

@@ -132,6 +132,9 @@ class App {
     $("video-name").value = detail.name;
     $("export-links").replaceChildren();
     this.timeline.setLength(detail.num_frames);
+    // The previous video's flags and measures go; this one's come with their answers.
+    $("frame-flags").textContent = "";
+    $("metrics").replaceChildren();
     this.review.reset();
     this.applyDetail(detail);
     const known = detail.objects.some((o) => o.id === objectId);

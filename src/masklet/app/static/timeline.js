@@ -27,8 +27,10 @@ export class Timeline {
     return Math.min(Math.max(idx, 0), Math.max(this.numFrames - 1, 0));
   }
 
+  /** A video of `numFrames` frames: the marks of the previous one go until its status comes. */
   setLength(numFrames) {
     this.numFrames = numFrames;
+    this.status = null;
     this.slider.max = String(Math.max(numFrames - 1, 0));
     this.number.max = String(Math.max(numFrames - 1, 0));
     this.count.textContent = String(numFrames);
