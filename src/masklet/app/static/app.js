@@ -15,6 +15,7 @@ import { StatusLine } from "./status.js";
 import { ReviewControl } from "./review.js";
 import { LabelSet } from "./labels.js";
 import { BrushTool } from "./brush.js";
+import { connectEvents } from "./events.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -140,7 +141,7 @@ class App {
     const known = detail.objects.some((o) => o.id === objectId);
     this.activeObject = known ? objectId : detail.objects.length ? detail.objects[0].id : null;
     this.renderObjects();
-    this.connectEvents(id);
+    connectEvents(this, id);
     await this.setFrame(Number.isFinite(frame) ? frame : 0);
     this.refreshTimeline();
     this.refreshMetrics();
@@ -251,39 +252,6 @@ class App {
     } catch (err) {
       this.showError(err);
     }
-  }
-
-  connectEvents(id) {
-    if (this.events) this.events.close();
-    const es = new EventSource(videoPath(id, "events"));
-    this.events = es;
-    const parse = (e) => JSON.parse(e.data);
-    es.addEventListener("hello", (e) => {
-      if (this.disconnected) this.setStatus("Connected to the server again.");
-      this.disconnected = false;
-      this.tracking.update(parse(e).job);
-      this.scheduleRefresh();
-    });
-    es.addEventListener("changed", () => this.scheduleRefresh());
-    // The label set changed (in this page or another): reload it, and the video, whose
-    // objects lose a deleted label.
-    es.addEventListener("labels", () => {
-      this.labels.refresh().catch((err) => this.showError(err));
-      this.scheduleRefresh();
-    });
-    es.addEventListener("progress", (e) => this.onProgress(parse(e).job));
-    es.onerror = () => {
-      // EventSource reconnects by itself; "hello" says when it is back.
-      if (es.readyState === EventSource.CLOSED) return;
-      this.disconnected = true;
-      this.setStatus("Lost the server connection; retrying…", "error");
-    };
-  }
-
-  onProgress(job) {
-    this.tracking.update(job);
-    if (job.frame === this.frame && job.state === "running") this.redraw();
-    this.scheduleTimeline();
   }
 
   // ---- frames ---------------------------------------------------------------------------
