@@ -9,14 +9,12 @@ masklet package imports this module.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import sys
 import time
 import types
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,18 +28,11 @@ SHOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 def cpu_line() -> str:
     """"CPU: <model>; <n> logical CPUs; flags: avx2+ avx512f- ..." for the benchmark header
     (the CPU changes between machines, and bf16 speed depends on these flags)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine()):
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
+    from masklet.tracking.precision import cpu_model, linux_cpu_flags
+
+    flags = linux_cpu_flags()
     shown = " ".join(f"{f}{'+' if f in flags else '-'}" for f in SHOWN_FLAGS) if flags else "n/a"
-    return f"CPU: {model}; {os.cpu_count()} logical CPUs; flags: {shown}"
+    return f"CPU: {cpu_model()}; {os.cpu_count()} logical CPUs; flags: {shown}"
 
 
 # Short size names used in the official config file names.

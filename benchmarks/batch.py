@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table
+from _common import cpu_line, print_table
 
 from masklet.batch.manifest import Job
 from masklet.batch.runner import Dispatcher, ModelSpec, connect, new_actor, start_workers
@@ -80,16 +79,6 @@ def measure(jobs: list[Job], out_dir: Path, workers: int, threads: int | None) -
             "videos": len(records)}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=8)
@@ -98,7 +87,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); model: bundled nano (256 px)")
+    print(f"{cpu_line()}; model: bundled nano (256 px)")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         jobs = make_videos(Path(tmp), args.videos, args.frames, width, height)

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, rel_err
+from _common import cpu_line, print_table, rel_err
 from video import CLICKS, DEFAULT_FRAMES, build_pair
 
 PRECISION = {"float32": "fp32", "bfloat16": "bf16"}
@@ -152,7 +151,7 @@ def speed(args) -> None:
             _progress(rows[-1], notes[-1])
     print(f"{args.preset} at {args.image_size}px, bedroom frames, {args.frames} frames "
           f"({args.warmup} warm-up, the rest averaged), torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}, CPU flags: {_cpu_flags()}"
+          f"load average {os.getloadavg()[0]:.1f}; {cpu_line()}"
           + (", masklet compiled (torch.compile)" if args.compile else ""))
     print("s = CPU seconds per frame (process time); ratios reference / masklet, by CPU time "
           "and by wall time; runs interleaved frame by frame")
@@ -186,16 +185,6 @@ def _progress(row: list[str], note: str = "") -> None:
     """Print a result as soon as it is measured, so a run stopped part-way keeps it (the
     full table follows at the end)."""
     print("measured: " + " | ".join(row) + (f" ({note})" if note else ""), flush=True)
-
-
-def _cpu_flags() -> str:
-    """Which of the CPU features that bf16 matmuls need this machine has."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return platform.processor() or "unknown"
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
-    return " ".join(f"{f}{'+' if f in flags else '-'}" for f in wanted)
 
 
 def _child(kind: str, length: int, preset: str, image_size: int, folder: Path) -> None:

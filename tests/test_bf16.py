@@ -43,7 +43,7 @@ def one_thread():
 
 def _fake_cpu(monkeypatch, flags: set[str], avx512_bf16_probe=False, amx_probe=False):
     """Pretend the CPU has ``flags`` in /proc/cpuinfo and these torch CPUID probe answers."""
-    monkeypatch.setattr(precision, "_linux_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(precision, "linux_cpu_flags", lambda: frozenset(flags))
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16_probe,
                         raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx_probe, raising=False)
@@ -84,7 +84,7 @@ def test_failing_probe_means_no_feature(monkeypatch):
     def broken():
         raise RuntimeError("cpuinfo failed")
 
-    monkeypatch.setattr(precision, "_linux_cpu_flags", lambda: frozenset())
+    monkeypatch.setattr(precision, "linux_cpu_flags", lambda: frozenset())
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
     assert cpu_bf16_features() == ()
@@ -96,7 +96,7 @@ def test_linux_cpu_flags_reads_the_first_processor():
             line = next(x for x in info if x.startswith("flags"))
     except (OSError, StopIteration):
         pytest.skip("no /proc/cpuinfo flags on this system")
-    assert precision._linux_cpu_flags() == frozenset(line.split(":", 1)[1].split())
+    assert precision.linux_cpu_flags() == frozenset(line.split(":", 1)[1].split())
 
 
 # ------------------------------------------------------------------ heavy ops in bf16

@@ -332,7 +332,7 @@ def test_bf16_on_cpu_without_amx_warns(monkeypatch, has_amx):
     (the flag-by-flag cases are in test_bf16.py)."""
     from masklet.tracking import precision
 
-    monkeypatch.setattr(precision, "_linux_cpu_flags", frozenset)  # no flags from the OS
+    monkeypatch.setattr(precision, "linux_cpu_flags", frozenset)  # no flags from the OS
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: has_amx, raising=False)
     model = build_model(get_config("sam2.1_hiera_tiny").with_image_size(64), random_weights=True)

@@ -56,7 +56,11 @@ def _describe_machine() -> None:
     import torch
 
     from masklet.cli.common import resolve_device
-    from masklet.tracking.precision import cpu_bf16_features, recommended_precision
+    from masklet.tracking.precision import (
+        cpu_bf16_features,
+        cpu_model,
+        recommended_precision,
+    )
 
     device = resolve_device("auto")
     if device.type == "cuda":
@@ -64,7 +68,7 @@ def _describe_machine() -> None:
         why = ("the GPU computes in bf16" if torch.cuda.is_bf16_supported()
                else "this GPU has no bf16")
     elif device.type == "cpu":
-        where = f"cpu ({_cpu_name()}, {torch.get_num_threads()} threads)"
+        where = f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
         features = cpu_bf16_features()
         why = (f"the CPU multiplies bf16 natively: {', '.join(features)}" if features else
                "the CPU has neither avx512_bf16 nor AMX: bf16 would be emulated, slower")
@@ -73,20 +77,6 @@ def _describe_machine() -> None:
     dtype = {"bf16": "bfloat16", "fp32": "float32"}[recommended_precision(device)]
     click.echo(f"this machine: torch {torch.__version__}; --device auto picks {where}")
     click.echo(f"faster --dtype here: {dtype} ({why}); float32 gives the official numbers")
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux, else what the platform says)."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return " ".join(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _describe_trunk(trunk) -> str:

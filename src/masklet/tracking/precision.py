@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import platform
 import warnings
 
 import torch
@@ -77,7 +78,7 @@ def cpu_bf16_features() -> tuple[str, ...]:
     (which also work elsewhere and inside VMs that hide flags from /proc/cpuinfo); a
     feature counts when either source reports it.
     """
-    flags = set(_linux_cpu_flags())
+    flags = set(linux_cpu_flags())
     if _torch_probe("_is_avx512_bf16_supported"):
         flags.add("avx512_bf16")
     if _torch_probe("_is_amx_tile_supported"):  # every AMX CPU has the bf16 tile ops
@@ -85,16 +86,30 @@ def cpu_bf16_features() -> tuple[str, ...]:
     return tuple(f for f in BF16_CPU_FEATURES if f in flags)
 
 
-def _linux_cpu_flags() -> frozenset[str]:
+def linux_cpu_flags() -> frozenset[str]:
     """The first processor's flags in /proc/cpuinfo; empty where there is no such file."""
+    value = _cpuinfo_value("flags")
+    return frozenset(value.split()) if value is not None else frozenset()
+
+
+def cpu_model() -> str:
+    """The CPU's model name: /proc/cpuinfo's on Linux, else what the platform says."""
+    return (_cpuinfo_value("model name") or platform.processor() or platform.machine()
+            or "unknown CPU")
+
+
+def _cpuinfo_value(key: str) -> str | None:
+    """The first processor's ``key`` line of /proc/cpuinfo, stripped; None where there is
+    no such line or file."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
             for line in info:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
+                name, sep, value = line.partition(":")
+                if sep and name.strip() == key:
+                    return " ".join(value.split())
     except OSError:
         pass
-    return frozenset()
+    return None
 
 
 def _torch_probe(name: str) -> bool:

@@ -53,7 +53,7 @@ export async function refreshExports(app) {
   const id = app.video.id;
   try {
     const { exports } = await api("GET", videoPath(id, "exports"));
-    if (!app.video || app.video.id !== id) return; // another video was opened meanwhile
+    if (app.video.id !== id) return; // another video was opened meanwhile
     const list = $("export-links");
     list.replaceChildren();
     for (const result of [...exports].reverse()) addExportLink(list, result);
