@@ -155,6 +155,121 @@ def test_edgetam_export_equals_video_predictor(edgetam256_onnx, bedroom):
     assert worst <= TIGHT
 
 
+# Corrections after a first propagation: object 1 (clicked on frame 3) gets a negative
+# click on frame 6 (reached forwards), object 2 (boxed on frame 6) a mask on frame 8, and
+# object 1 a click on frame 2 (reached backwards) and then a second one added to it.
+CORRECTIONS = [
+    (6, 1, [[560, 300]], [0], True),
+    (8, 2, MASK),
+    (2, 1, [[300, 260]], [1], True),
+    (2, 1, [[820, 120]], [0], False),
+]
+
+
+def _correct_onnx(clip, corrections) -> None:
+    for c in corrections:
+        if len(c) == 3:
+            clip.add_mask(*c)
+        else:
+            frame, obj, points, labels, clear = c
+            clip.add_points(frame, obj, points, labels, clear_old_points=clear)
+
+
+def _run_torch_corrected(model, video) -> list:
+    """masklet's VideoPredictor taking each correction when its propagation reaches the
+    frame: propagate up to it, correct it (the result replaces the frame's tracked one),
+    propagate on from the next frame."""
+    predictor = VideoPredictor(model, fill_hole_area=8, progress=False)
+    results = []
+
+    def propagate(start, stop, reverse):  # start..stop inclusive
+        for f, ids, logits in predictor.propagate_in_video(
+                state, start_frame_idx=start, max_frame_num_to_track=abs(stop - start),
+                reverse=reverse):
+            results.append((f, list(ids), logits.numpy().copy()))
+
+    def correct(c):
+        if len(c) == 3:
+            f, ids, logits = predictor.add_new_mask(state, *c)
+        else:
+            frame, obj, points, labels, clear = c
+            f, ids, logits = predictor.add_new_points_or_box(
+                state, frame, obj, points=points, labels=labels, clear_old_points=clear)
+        if results[-1][0] == f:
+            results.pop()  # the frame as tracked, before its correction
+        results.append((f, list(ids), logits.numpy().copy()))
+
+    with torch.inference_mode():
+        state = predictor.init_state(video)
+        _add_torch(predictor, state)
+        propagate(FIRST, 6, False)
+        correct(CORRECTIONS[0])
+        propagate(7, 8, False)
+        correct(CORRECTIONS[1])
+        propagate(9, 9, False)
+        propagate(FIRST, 2, True)
+        correct(CORRECTIONS[2])
+        correct(CORRECTIONS[3])
+        propagate(1, 0, True)
+    return results
+
+
+def test_corrections_after_a_propagation(tiny256_onnx, bedroom, onnx_run):
+    """Prompts added after a propagation on frames where their object was tracked refine
+    it there (decoded with its memory and tracked mask, then remembered) when the next
+    propagation reaches the frame: the masks equal VideoPredictor's taking each correction
+    mid-propagation. A later propagation gives the same again."""
+    clip = OnnxVideoPredictor(tiny256_onnx[1], intra_op_threads=1).open(str(bedroom))
+    _add_onnx(clip)
+    first = [(f, ids, np.asarray(m)) for f, ids, m in clip.propagate()]
+    for (_, _, mine), (_, _, ref) in zip(first, onnx_run, strict=True):
+        assert np.array_equal(mine, ref)
+    _correct_onnx(clip, CORRECTIONS)
+    assert clip.propagation_length() == len(ORDER)
+    second = [(f, ids, np.asarray(m)) for f, ids, m in clip.propagate()]
+
+    expected = _run_torch_corrected(tiny256_onnx[0], str(bedroom))
+    assert [f for f, _, _ in expected] == ORDER
+    worst = _worst(second, expected)
+    print(f"\nwith corrections: max relative error {worst:.1e}")
+    assert worst <= TIGHT
+    # The corrections changed the masks: on their frames and on the frames after them in
+    # their pass (object 1 forwards from 6 and backwards from 2, object 2 from 8).
+    for pos, obj in [(3, 0), (6, 0), (5, 1), (6, 1), (NUM_FRAMES - FIRST + 1, 0),
+                     (len(ORDER) - 1, 0)]:
+        assert second[pos][0] == first[pos][0]
+        assert rel_err(second[pos][2][obj], first[pos][2][obj]) > 1e-2, (pos, obj)
+    # ... and nothing before them in the pass: frames 3..5 forwards, object 2 before 8.
+    for pos in range(3):
+        assert np.array_equal(second[pos][2], first[pos][2])
+    assert np.array_equal(second[4][2][1], first[4][2][1])
+
+    third = [(f, ids, np.asarray(m)) for f, ids, m in clip.propagate()]
+    for (_, _, mine), (_, _, ref) in zip(third, second, strict=True):
+        assert np.array_equal(mine, ref)
+
+
+def test_a_new_object_after_a_propagation_is_prompted(tiny256_onnx, bedroom):
+    """An object first prompted after a propagation was never tracked: its prompt is a
+    prompted frame (decoded without memory), as if it had been given before the first
+    propagation."""
+    late = (5, 4, [[470, 280]], [1])
+    clip = OnnxVideoPredictor(tiny256_onnx[1], intra_op_threads=1).open(str(bedroom))
+    clip.add_points(3, 1, [[480, 270]], [1])
+    for _ in clip.propagate():
+        pass
+    clip.add_points(*late)
+    got = [np.asarray(m) for _, _, m in clip.propagate()]
+
+    fresh = OnnxVideoPredictor(tiny256_onnx[1], intra_op_threads=1).open(str(bedroom))
+    fresh.add_points(3, 1, [[480, 270]], [1])
+    fresh.add_points(*late)
+    expected = [np.asarray(m) for _, _, m in fresh.propagate()]
+    assert len(got) == len(expected) == len(ORDER)
+    for mine, ref in zip(got, expected, strict=True):
+        assert np.array_equal(mine, ref)
+
+
 def test_backward_pass_in_chunks_is_the_same(onnx_run, tiny256_onnx, bedroom):
     """Two decoded frames at a time (frames 2-3, then 0-1, each read from the start)."""
     two_frames = 2 * HW[0] * HW[1] * 3

@@ -221,7 +221,7 @@ class GraphStepper:
                     float(dec.iou[k]), mems[k])
 
     def _condition(self, feats: FrameFeatures, frame_idx: int, is_init: bool,
-                   obj: ObjectState) -> np.ndarray:
+                   obj: ObjectState, reverse: bool) -> np.ndarray:
         """The frame's features fused with the object's memory: [1, C, H, W]."""
         if self.num_maskmem == 0:
             return feats.image_embed
@@ -229,14 +229,15 @@ class GraphStepper:
             return feats.image_embed + self.no_mem_embed
         if is_init:
             return self._attend(feats, self.memory.no_memory(1))
-        return self._attend(feats, self.memory.gather(frame_idx, obj, self.num_frames))
+        return self._attend(feats, self.memory.gather(frame_idx, obj, self.num_frames, reverse))
 
     def apply_prompt(self, obj: ObjectState, frame_idx: int, feats: FrameFeatures,
-                     prompt: Prompt) -> None:
+                     prompt: Prompt, reverse: bool = False) -> None:
         """Decode an object's prompt on the current frame; its memory waits for `commit`.
 
         A frame where the object was tracked stays a tracked frame (a correction, decoded
-        with memory); otherwise it becomes a prompted frame decoded without memory.
+        with memory, read as the frame was tracked: backwards when ``reverse``); otherwise
+        it becomes a prompted frame decoded without memory.
         """
         is_init = frame_idx not in obj.non_cond_outputs
         store = obj.cond_outputs if is_init else obj.non_cond_outputs
@@ -255,7 +256,7 @@ class GraphStepper:
             if points is not None and frame_idx in store:
                 mask_input = np.clip(store[frame_idx].pred_masks, -PREV_LOGIT_CLAMP,
                                      PREV_LOGIT_CLAMP)
-            pix = self._condition(feats, frame_idx, is_init, obj)
+            pix = self._condition(feats, frame_idx, is_init, obj, reverse)
             num_points = 0 if points is None else points.num_points
             dec = self._decode(pix, feats, points, mask_input,
                                self.use_multimask(is_init, num_points))

@@ -15,6 +15,15 @@ frame 0, so the earliest prompted frame is yielded twice (again as the backward 
 first frame). An object prompted only on a later frame shows on earlier frames too,
 tracked from the memories of its prompted frames.
 
+Corrections: a prompt added after a propagation, on a frame where that object was
+tracked, refines the tracked mask there instead of starting from nothing (a negative
+click removes a leak). It is applied when the next propagation reaches the frame: the
+object is tracked there, the prompt is decoded with the object's memory and its tracked
+mask, and the frames after it in that pass read the corrected memory, as in a streaming
+correction. masklet's VideoPredictor gives the same masks when it propagates up to the
+frame, takes the correction there and propagates on from the next frame. The frame stays
+a tracked frame (the official default): only the pass's later frames see it.
+
 Memory stays bounded in the video's length: per object, the prompted frames' outputs and
 the tracked outputs that later steps of the pass read, plus the forward outputs just
 after the earliest prompted frame, which the backward pass starts from. Frames are read
@@ -93,7 +102,9 @@ class OnnxVideo:
     """One video's prompts; `propagate` tracks them through it.
 
     Prompts are checked when added and decoded by `propagate`, which tracks from the
-    prompts alone each time it is called (a prompt added later takes effect then).
+    prompts alone each time it is called (a prompt added later takes effect then). A
+    prompt on a frame where its object was tracked by an earlier propagation is a
+    correction (see the module's docstring).
     """
 
     def __init__(self, predictor: OnnxVideoPredictor, video: Any) -> None:
@@ -107,7 +118,10 @@ class OnnxVideo:
             self.num_frames: int = probe.num_frames
             self.video_height, self.video_width = probe.height, probe.width
             self._name = probe.name
-        self._prompts: dict[int, list[Prompt]] = {}
+        self._prompts: dict[int, list[Prompt]] = {}  # decoded first, without memory
+        self._corrections: dict[int, list[Prompt]] = {}  # applied as the pass reaches them
+        # Per object, [T] bool: the frames some propagation tracked it on (a byte a frame).
+        self._tracked: dict[int, np.ndarray] = {}
         self._obj_order: list[int] = []  # objects in the order first prompted
         self.objects: OrderedDict[int, ObjectState] = OrderedDict()
 
@@ -138,7 +152,8 @@ class OnnxVideo:
 
     def _add(self, frame_idx: int, prompt: Prompt) -> None:
         frame_idx = self._check_frame(frame_idx)
-        self._prompts.setdefault(frame_idx, []).append(prompt)
+        tracked = prompt.obj_id in self._tracked and self._tracked[prompt.obj_id][frame_idx]
+        (self._corrections if tracked else self._prompts).setdefault(frame_idx, []).append(prompt)
         if prompt.obj_id not in self._obj_order:
             self._obj_order.append(prompt.obj_id)
 
@@ -181,12 +196,24 @@ class OnnxVideo:
 
     def _step(self, stepper: GraphStepper, frame_idx: int, image: np.ndarray, *,
               reverse: bool, keep: range) -> TrackedFrame:
-        """One frame: prompted objects show their prompted output, the others are tracked."""
+        """One frame: prompted objects show their prompted output, the others are tracked
+        and then corrected where a correction was given on this frame."""
         objects = self.objects.values()
         stepper.memory.forget(objects, frame_idx, self.num_frames, reverse=reverse, keep=keep)
         to_track = [obj for obj in objects if frame_idx not in obj.cond_outputs]
         if to_track:
-            stepper.track(to_track, frame_idx, stepper.encode_image(image), reverse)
+            feats = stepper.encode_image(image)
+            stepper.track(to_track, frame_idx, feats, reverse)
+            for obj in to_track:
+                if obj.obj_id not in self._tracked:
+                    self._tracked[obj.obj_id] = np.zeros(self.num_frames, dtype=bool)
+                self._tracked[obj.obj_id][frame_idx] = True
+            corrections = self._corrections.get(frame_idx, ())
+            for prompt in corrections:
+                stepper.apply_prompt(self.objects[prompt.obj_id], frame_idx, feats, prompt,
+                                     reverse)
+            if corrections:
+                stepper.commit(to_track, frame_idx, feats)
         return frame_result(objects, frame_idx, (self.video_height, self.video_width),
                             self._predictor.tracker.non_overlap_masks)
 
