@@ -23,6 +23,7 @@ from masklet.predictor.video import VideoPredictor
 from masklet_runtime.graphs import Graphs
 from masklet_runtime.prompts import PromptError
 from masklet_runtime.sources import VideoReadError
+from masklet_runtime.tracker import UnknownObjectError
 from masklet_runtime.video import OnnxVideoPredictor
 
 # Measured ~6e-7. A misplaced memory moves random-weight masks by 1e-5 to 1e-4 (see
@@ -247,27 +248,53 @@ def test_corrections_after_a_propagation(tiny256_onnx, bedroom, onnx_run):
     third = [(f, ids, np.asarray(m)) for f, ids, m in clip.propagate()]
     for (_, _, mine), (_, _, ref) in zip(third, second, strict=True):
         assert np.array_equal(mine, ref)
+    # Cleared, the corrections are gone: the first propagation's masks again.
+    for frame, obj in [(6, 1), (8, 2), (2, 1)]:
+        clip.clear_prompts(frame, obj)
+    fourth = [np.asarray(m) for _, _, m in clip.propagate()]
+    for mine, (_, _, ref) in zip(fourth, first, strict=True):
+        assert np.array_equal(mine, ref)
 
 
-def test_a_new_object_after_a_propagation_is_prompted(tiny256_onnx, bedroom):
-    """An object first prompted after a propagation was never tracked: its prompt is a
-    prompted frame (decoded without memory), as if it had been given before the first
-    propagation."""
-    late = (5, 4, [[470, 280]], [1])
+def test_remove_object_and_clear_prompts(tiny256_onnx, bedroom, onnx_run):
+    """Object 3 removed and object 1's prompt on frame 7 cleared: tracked as if they had
+    never been given. An object left without a prompt, or an unknown id, is refused. A new
+    object's prompt is a prompt, wherever other objects were tracked."""
     clip = OnnxVideoPredictor(tiny256_onnx[1], intra_op_threads=1).open(str(bedroom))
-    clip.add_points(3, 1, [[480, 270]], [1])
-    for _ in clip.propagate():
-        pass
-    clip.add_points(*late)
-    got = [np.asarray(m) for _, _, m in clip.propagate()]
+    _add_onnx(clip)
+    clip.remove_object(3)
+    clip.clear_prompts(7, 1)
+    assert clip.obj_ids == [1, 2]
+    got = [(f, ids, np.asarray(m)) for f, ids, m in clip.propagate()]
 
     fresh = OnnxVideoPredictor(tiny256_onnx[1], intra_op_threads=1).open(str(bedroom))
-    fresh.add_points(3, 1, [[480, 270]], [1])
-    fresh.add_points(*late)
-    expected = [np.asarray(m) for _, _, m in fresh.propagate()]
-    assert len(got) == len(expected) == len(ORDER)
-    for mine, ref in zip(got, expected, strict=True):
+    for frame, obj, points, labels, box, clear in PROMPTS[:3]:
+        fresh.add_points(frame, obj, points, labels, box=box, clear_old_points=clear)
+    expected = [(f, ids, np.asarray(m)) for f, ids, m in fresh.propagate()]
+    assert [(f, ids) for f, ids, _ in got] == [(f, ids) for f, ids, _ in expected]
+    assert got[0][1] == [1, 2]
+    for (_, _, mine), (_, _, ref) in zip(got, expected, strict=True):
         assert np.array_equal(mine, ref)
+    assert rel_err(got[4][2][0], onnx_run[4][2][0]) > 1e-2  # frame 7 had object 1's click
+
+    with pytest.raises(UnknownObjectError, match=r"unknown object id 3; the video has "
+                                                 r"objects \[1, 2\]"):
+        clip.remove_object(3)
+    with pytest.raises(UnknownObjectError):
+        clip.clear_prompts(0, 3)
+    with pytest.raises(IndexError, match="out of range"):
+        clip.clear_prompts(10, 1)
+    clip.clear_prompts(6, 2)  # object 2's only prompt
+    with pytest.raises(PromptError, match=r"object 2 has no prompt left: prompt it again or "
+                                          r"remove it \(remove_object\(2\)\)"):
+        next(clip.propagate())
+    clip.remove_object(2)
+    assert clip.propagation_length() == len(ORDER)
+    # An object first prompted after a propagation was never tracked: its prompt on frame
+    # 0 (where object 1 was) is a prompted frame, so tracking now starts there.
+    clip.add_points(0, 4, [[470, 280]], [1])
+    assert clip.obj_ids == [1, 4]
+    assert clip.propagation_length() == NUM_FRAMES
 
 
 def test_backward_pass_in_chunks_is_the_same(onnx_run, tiny256_onnx, bedroom):

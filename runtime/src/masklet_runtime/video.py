@@ -17,7 +17,7 @@ tracked from the memories of its prompted frames.
 
 Corrections: a prompt added after a propagation, on a frame where that object was
 tracked, refines the tracked mask there instead of starting from nothing (a negative
-click removes a leak). It is applied when the next propagation reaches the frame: the
+click alone trims it). It is applied when the next propagation reaches the frame: the
 object is tracked there, the prompt is decoded with the object's memory and its tracked
 mask, and the frames after it in that pass read the corrected memory, as in a streaming
 correction. masklet's VideoPredictor gives the same masks when it propagates up to the
@@ -50,6 +50,7 @@ from masklet_runtime.tracker import (
     FrameSignals,
     OnnxStreamingTracker,
     TrackedFrame,
+    UnknownObjectError,
     check_int,
     check_obj_id,
     count_memories,
@@ -157,6 +158,36 @@ class OnnxVideo:
         if prompt.obj_id not in self._obj_order:
             self._obj_order.append(prompt.obj_id)
 
+    def clear_prompts(self, frame_idx: int, obj_id: int) -> None:
+        """Forget one object's prompts (and corrections) on one frame; they stop taking
+        effect at the next `propagate`. Raises UnknownObjectError for an id never prompted."""
+        self._drop(self._check_frame(frame_idx), self._known(obj_id))
+
+    def remove_object(self, obj_id: int) -> None:
+        """Forget one object: its prompts, corrections and results. Raises
+        UnknownObjectError for an id never prompted."""
+        obj_id = self._known(obj_id)
+        for frame_idx in {*self._prompts, *self._corrections}:
+            self._drop(frame_idx, obj_id)
+        self._obj_order.remove(obj_id)
+        self._tracked.pop(obj_id, None)
+        self.objects.pop(obj_id, None)
+
+    def _drop(self, frame_idx: int, obj_id: int) -> None:
+        for store in (self._prompts, self._corrections):
+            kept = [p for p in store.get(frame_idx, ()) if p.obj_id != obj_id]
+            if kept:
+                store[frame_idx] = kept
+            else:
+                store.pop(frame_idx, None)
+
+    def _known(self, obj_id) -> int:
+        obj_id = check_obj_id(obj_id)
+        if obj_id not in self._obj_order:
+            raise UnknownObjectError(f"unknown object id {obj_id!r}; the video has objects "
+                                     f"{self._obj_order}")
+        return obj_id
+
     def _check_frame(self, frame_idx) -> int:
         frame_idx = check_int(frame_idx, "frame_idx")
         if not 0 <= frame_idx < self.num_frames:
@@ -174,6 +205,11 @@ class OnnxVideo:
     def _first_prompted(self) -> int:
         if not self._prompts:
             raise PromptError("no object has a prompt: add points, a box or a mask first")
+        prompted = {p.obj_id for prompts in self._prompts.values() for p in prompts}
+        missing = [obj_id for obj_id in self._obj_order if obj_id not in prompted]
+        if missing:
+            raise PromptError(f"object {missing[0]} has no prompt left: prompt it again or "
+                              f"remove it (remove_object({missing[0]}))")
         return min(self._prompts)
 
     def propagate(self) -> Iterator[TrackedFrame]:
