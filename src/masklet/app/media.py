@@ -23,6 +23,7 @@ from masklet.io import FrameSource, JpegFolderSource, VideoFileSource, VideoRead
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+EXIF_ORIENTATION = 0x0112  # 1: as stored; 2..8: viewers turn and / or mirror the photo
 # Container name (PyAV's format.name) -> the extension an upload is stored under, so that
 # reopening it never lets FFmpeg pick a demuxer from a misleading name.
 _CONTAINER_SUFFIX = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
@@ -227,11 +228,23 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def _oriented(path: Path) -> bool:
+    """True when an image's EXIF orientation asks viewers to turn or mirror it. The model
+    reads the pixels as stored (as the official SAM 2 does)."""
+    try:
+        with Image.open(path) as image:
+            return image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1)
+    except (OSError, ValueError, SyntaxError):
+        return False  # unreadable: decoding it says why
+
+
 class FrameReader:
     """RGB frames and page-ready JPEG bytes of one video, safe to call from many threads.
 
-    JPEG frame files are served as they are; other frames are decoded once and their
-    JPEG kept in `cache_dir`. Every file is checked when it is read, not only when the
+    JPEG frame files are served as they are, unless their EXIF orientation asks viewers
+    to turn them (browsers do: the page would show another pixel grid than the one the
+    model and the masks use); those and other frames are decoded once and their JPEG
+    kept in `cache_dir`. Every file is checked when it is read, not only when the
     video was opened: a frame replaced later by a link leading out of the allowed
     folders (`allowed` says which real paths are) is refused with 403.
     """
@@ -243,6 +256,7 @@ class FrameReader:
         self.allowed = allowed
         self._lock = threading.Lock()
         self._video: VideoFileSource | None = None
+        self._turned: dict[int, bool] = {}  # frame -> its JPEG file has an orientation
 
     def checked(self, path: Path) -> Path:
         """The real path of `path` (links followed), refused (403) outside `allowed`."""
@@ -274,7 +288,11 @@ class FrameReader:
         path = self.media.frame_path(idx)
         is_file = self.media.location.is_dir() or self.media.kind == "images"
         if is_file and path.suffix.lower() in JPEG_SUFFIXES:
-            return self.checked(path).read_bytes()
+            real = self.checked(path)
+            if idx not in self._turned:
+                self._turned[idx] = _oriented(real)
+            if not self._turned[idx]:
+                return real.read_bytes()
         cached = self.cache_dir / f"{idx:06d}.jpg"
         if cached.is_file():
             return cached.read_bytes()
