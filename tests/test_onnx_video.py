@@ -219,7 +219,7 @@ def test_corrections_after_a_propagation(tiny256_onnx, bedroom, onnx_run):
     """Prompts added after a propagation on frames where their object was tracked refine
     it there (decoded with its memory and tracked mask, then remembered) when the next
     propagation reaches the frame: the masks equal VideoPredictor's taking each correction
-    mid-propagation. A later propagation gives the same again."""
+    mid-propagation. Cleared, they leave the first propagation's masks."""
     clip = OnnxVideoPredictor(tiny256_onnx[1], intra_op_threads=1).open(str(bedroom))
     _add_onnx(clip)
     first = [(f, ids, np.asarray(m)) for f, ids, m in clip.propagate()]
@@ -245,9 +245,6 @@ def test_corrections_after_a_propagation(tiny256_onnx, bedroom, onnx_run):
         assert np.array_equal(second[pos][2], first[pos][2])
     assert np.array_equal(second[4][2][1], first[4][2][1])
 
-    third = [(f, ids, np.asarray(m)) for f, ids, m in clip.propagate()]
-    for (_, _, mine), (_, _, ref) in zip(third, second, strict=True):
-        assert np.array_equal(mine, ref)
     # Cleared, the corrections are gone: the first propagation's masks again.
     for frame, obj in [(6, 1), (8, 2), (2, 1)]:
         clip.clear_prompts(frame, obj)

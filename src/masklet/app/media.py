@@ -23,6 +23,10 @@ from masklet.io import FrameSource, JpegFolderSource, VideoFileSource, VideoRead
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+# The most pixels one frame may have: Pillow's own refusal threshold (a decompression
+# bomb), also for video frames, which PyAV decodes without one: a small compressed file
+# can hold a frame of gigabytes. At the limit a frame is about 0.5 GB as RGB.
+MAX_FRAME_PIXELS = 178_956_970
 EXIF_ORIENTATION = 0x0112  # 1: as stored; 2..8: viewers turn and / or mirror the photo
 # Container name (PyAV's format.name) -> the extension an upload is stored under, so that
 # reopening it never lets FFmpeg pick a demuxer from a misleading name.
@@ -88,13 +92,30 @@ class PathPolicy:
         raise AppError(404, f"{raw}: no such file or folder")
 
 
-def _decode_image(path: Path) -> tuple[int, int] | None:
-    """(width, height) if `path` fully decodes as an image, else None."""
+def too_large(name: str, size: tuple[int, int] | None = None) -> AppError:
+    """413 for a frame of more pixels than MAX_FRAME_PIXELS (``size``: (w, h) when known)."""
+    what = f"{size[0]}x{size[1]} is" if size else "the image has"
+    return AppError(413, f"{name}: {what} more pixels than the app reads in one frame (at "
+                         f"most {MAX_FRAME_PIXELS // 1_000_000} million)")
+
+
+def _check_size(name: str, width: int, height: int) -> None:
+    if width * height > MAX_FRAME_PIXELS:
+        raise too_large(name, (width, height))
+
+
+def _image_size(path: Path, name: str, decode: bool) -> tuple[int, int] | None:
+    """(width, height) if `path` is an image (fully decoded when ``decode``), else None;
+    413 (named ``name``) for one of too many pixels, before it is decoded."""
     try:
         with Image.open(path) as image:
-            image.load()
+            _check_size(name, *image.size)
+            if decode:
+                image.load()
             return image.size
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise too_large(name) from None
+    except (OSError, ValueError, SyntaxError):
         return None
 
 
@@ -113,18 +134,28 @@ def _container_suffix(path: Path) -> str:
 
 
 def probe_video_file(path: Path) -> Media:
-    """A video file that PyAV can index and decode (its first frame is decoded)."""
+    """A video file that PyAV can index and decode (its first frame is decoded, after its
+    size, read from the header, was checked)."""
+    try:
+        with av.open(str(path)) as container:
+            codec = container.streams.video[0].codec_context
+            _check_size(path.name, codec.width, codec.height)
+    except (av.error.FFmpegError, OSError, IndexError):
+        pass  # not a video: VideoFileSource says so
     try:
         source = VideoFileSource(path)
     except (VideoReadError, av.error.FFmpegError, OSError) as err:
         raise AppError(415, f"not a readable video or image: {err}") from None
     with source:
         num, width, height = source.num_frames, source.width, source.height
+    _check_size(path.name, width, height)
     return Media("video", path, num, width, height, _fps(path), [path.name], None)
 
 
-def probe_image_file(path: Path) -> Media | None:
-    size = _decode_image(path)
+def probe_image_file(path: Path, label: str | None = None) -> Media | None:
+    """An image file (None if it is not one); 413 for one of too many pixels, named
+    ``label`` (default: its file name)."""
+    size = _image_size(path, label or path.name, decode=True)
     if size is None:
         return None
     return Media("images", path, 1, size[0], size[1], None, [path.name], [list(size)])
@@ -144,7 +175,7 @@ def probe_upload(path: Path, label: str = "the upload") -> tuple[Media, str]:
     `path` is the server's temporary copy; error messages name the file as `label` (the
     user's file name), never by the server's path.
     """
-    image = probe_image_file(path)
+    image = probe_image_file(path, label)
     if image is not None:
         with Image.open(path) as im:
             suffix = "." + (im.format or "img").lower().replace("jpeg", "jpg")
@@ -187,6 +218,7 @@ def probe_path(path: Path, kind: str | None, policy: PathPolicy) -> Media:
         source = JpegFolderSource(path)
     except VideoReadError as err:
         raise AppError(415, str(err)) from None
+    _check_size(source.paths[0].name, source.width, source.height)
     _check_files_inside(source.paths, policy)
     names = [p.name for p in source.paths]
     return Media("video", path, len(names), source.width, source.height, None, names, None)
@@ -205,11 +237,10 @@ def _probe_image_folder(folder: Path, policy: PathPolicy) -> Media:
     _check_files_inside(files, policy)
     sizes = []
     for file in files:
-        try:
-            with Image.open(file) as image:
-                sizes.append(list(image.size))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            raise AppError(415, f"{file.name} is not a readable image") from None
+        size = _image_size(file, file.name, decode=False)
+        if size is None:
+            raise AppError(415, f"{file.name} is not a readable image")
+        sizes.append(list(size))
     w, h = sizes[0]
     return Media("images", folder, len(files), w, h, None, [f.name for f in files], sizes)
 
@@ -280,7 +311,10 @@ class FrameReader:
         real = self.checked(path)
         try:
             with Image.open(real) as image:
+                _check_size(path.name, *image.size)  # a file replaced after opening
                 return np.asarray(image.convert("RGB"))
+        except Image.DecompressionBombError:
+            raise too_large(path.name) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise AppError(415, f"{path.name}: cannot read the image ({err})") from None
 
