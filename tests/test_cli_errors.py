@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import click
@@ -199,6 +201,26 @@ def test_output_path_that_is_a_file(tmp_path, photo, ckpt):
     assert taken.read_text() == "mine"
 
 
+def _huge_png(path: Path) -> Path:
+    """A 20000x10000 PNG of about 25 KB, more pixels than Pillow decodes."""
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        Image.new("1", (20000, 10000)).save(path, optimize=True)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    return path
+
+
+def test_image_of_too_many_pixels(tmp_path, ckpt):
+    """Pillow refuses to decode it: one line, no traceback (it was a DecompressionBombError
+    traceback; `masklet eval` below too)."""
+    huge = _huge_png(tmp_path / "huge.png")
+    line = error_line(invoke("image", huge, "-p", "5,5", "-o", tmp_path / "o",
+                             "--checkpoint", ckpt))
+    assert f"cannot read image {huge}" in line and "exceeds limit" in line, line
+    assert not (tmp_path / "o").exists()
+
+
 def test_image_that_is_a_folder(tmp_path, frames, ckpt):
     line = error_line(invoke("image", frames, "-p", "5,5", "-o", tmp_path / "o",
                              "--checkpoint", ckpt))
@@ -245,6 +267,14 @@ def test_stream_prints_a_completion_line(tmp_path, frames, ckpt):
 def test_eval_bound_th_out_of_range(davis, value):
     pred, gt = davis
     assert "--bound-th" in error_line(invoke("eval", pred, gt, "--bound-th", value))
+
+
+def test_eval_of_a_mask_of_too_many_pixels(tmp_path, davis):
+    pred = tmp_path / "pred"
+    shutil.copytree(davis[0], pred)
+    _huge_png(pred / "seq" / "00002.png")
+    line = error_line(invoke("eval", pred, davis[1]))
+    assert f"cannot read mask PNG {pred / 'seq' / '00002.png'}" in line, line
 
 
 def test_eval_of_an_empty_prediction_folder(tmp_path, davis):

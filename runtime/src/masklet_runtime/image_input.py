@@ -27,7 +27,7 @@ def load_image(image) -> np.ndarray:
         try:
             with Image.open(path) as im:
                 return np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise ValueError(f"cannot read image {path}: {exc}") from None
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))

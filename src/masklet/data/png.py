@@ -23,7 +23,7 @@ def _open_image(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read mask PNG {path}: {err}") from err
     return image
 
@@ -100,7 +100,7 @@ def _open_header(path: Path) -> Image.Image:
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         return Image.open(path)
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 

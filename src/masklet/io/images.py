@@ -38,7 +38,8 @@ def _read_file(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError: more pixels than Pillow decodes (about 179 million).
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 
 
