@@ -80,3 +80,17 @@ def test_frames_of_too_many_pixels_are_refused(client, svc, root):
     _one_line_413(upload, "holiday.png")
     assert counts(svc) == before
     assert client.post("/api/videos/open", json={"path": "clip"}).status_code == 201
+
+
+def test_a_frame_replaced_by_one_of_too_many_pixels(client, root):
+    """A photo replaced after its set was opened (same name, the PNG's bytes): showing it
+    and clicking on it answer 413 (showing it was a 500)."""
+    (root / "set").mkdir()
+    photo = root / "set" / "a.jpg"
+    Image.new("RGB", (64, 48), (90, 120, 30)).save(photo)
+    vid = client.post("/api/videos/open", json={"path": "set", "kind": "images"}).json()["id"]
+    assert client.post(f"/api/videos/{vid}/objects", json={}).status_code == 201
+    photo.write_bytes(_big_png())
+    _one_line_413(client.get(f"/api/videos/{vid}/frames/0"), "a.jpg")
+    click = {"frame": 0, "object": 1, "points": [[10, 10]], "labels": [1]}
+    _one_line_413(client.post(f"/api/videos/{vid}/prompts", json=click), "a.jpg")

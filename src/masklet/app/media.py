@@ -259,12 +259,16 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def _oriented(path: Path) -> bool:
-    """True when an image's EXIF orientation asks viewers to turn or mirror it. The model
-    reads the pixels as stored (as the official SAM 2 does)."""
+def _oriented(path: Path, name: str) -> bool:
+    """True when an image's EXIF orientation asks viewers to turn or mirror it (the model
+    reads the pixels as stored, as the official SAM 2 does); 413 for one of too many
+    pixels (a frame file replaced after the video was opened)."""
     try:
         with Image.open(path) as image:
+            _check_size(name, *image.size)
             return image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1)
+    except Image.DecompressionBombError:
+        raise too_large(name) from None
     except (OSError, ValueError, SyntaxError):
         return False  # unreadable: decoding it says why
 
@@ -324,7 +328,7 @@ class FrameReader:
         if is_file and path.suffix.lower() in JPEG_SUFFIXES:
             real = self.checked(path)
             if idx not in self._turned:
-                self._turned[idx] = _oriented(real)
+                self._turned[idx] = _oriented(real, path.name)
             if not self._turned[idx]:
                 return real.read_bytes()
         cached = self.cache_dir / f"{idx:06d}.jpg"
