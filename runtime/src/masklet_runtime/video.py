@@ -26,7 +26,8 @@ a tracked frame (the official default): only the pass's later frames see it.
 
 Memory stays bounded in the video's length: per object, the prompted frames' outputs and
 the tracked outputs that later steps of the pass read, plus the forward outputs just
-after the earliest prompted frame, which the backward pass starts from. Frames are read
+after the earliest prompted frame, which the backward pass starts from (and a feature
+cache, when asked for, within its byte budget). Frames are read
 from the source once per pass: the backward pass reads them in chunks of at most
 ``reverse_chunk_bytes`` of decoded frames, each time reading the source from its start.
 """
@@ -45,7 +46,7 @@ from masklet_runtime.bank import ObjectState
 from masklet_runtime.prefetch import ModelInputs
 from masklet_runtime.prompts import PromptError, video_mask_prompt, video_point_prompt
 from masklet_runtime.sources import FrameSource, VideoReadError, open_source
-from masklet_runtime.stepper import GraphStepper, Prompt
+from masklet_runtime.stepper import FrameFeatures, GraphStepper, Prompt
 from masklet_runtime.tracker import (
     FrameSignals,
     OnnxStreamingTracker,
@@ -71,20 +72,27 @@ class OnnxVideoPredictor:
         fill_hole_area, non_overlap_masks, intra_op_threads, prefetch: as for
             `OnnxStreamingTracker` (prefetch applies to the forward pass).
         reverse_chunk_bytes: the most decoded frames (in bytes) the backward pass holds.
+        feature_cache_bytes: the most image features (in bytes) a video keeps between
+            frames and passes (0, the default: none). A kept frame is not encoded again:
+            prompted frames are encoded once instead of twice a pass, and a propagation
+            after a correction encodes only the frames not kept. tiny at 1024 px: 20 MiB
+            a frame.
     """
 
     def __init__(self, graphs: Any, *, fill_hole_area: int = 8, non_overlap_masks: bool = False,
                  intra_op_threads: int | None = None, prefetch: int = 2,
-                 reverse_chunk_bytes: int = REVERSE_CHUNK_BYTES) -> None:
-        if isinstance(reverse_chunk_bytes, bool) or not isinstance(reverse_chunk_bytes, int) \
-                or reverse_chunk_bytes < 1:
-            raise ValueError(f"reverse_chunk_bytes must be an int >= 1, got "
-                             f"{reverse_chunk_bytes!r}")
+                 reverse_chunk_bytes: int = REVERSE_CHUNK_BYTES,
+                 feature_cache_bytes: int = 0) -> None:
+        for name, value, least in (("reverse_chunk_bytes", reverse_chunk_bytes, 1),
+                                   ("feature_cache_bytes", feature_cache_bytes, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
         # The streaming tracker holds the graphs and the options; the passes reuse them.
         self.tracker = OnnxStreamingTracker(
             graphs, fill_hole_area=fill_hole_area, non_overlap_masks=non_overlap_masks,
             intra_op_threads=intra_op_threads, prefetch=prefetch)
         self.reverse_chunk_bytes = reverse_chunk_bytes
+        self.feature_cache_bytes = feature_cache_bytes
 
     def open(self, video: Any) -> OnnxVideo:
         """A video read more than once: a file path (or its bytes), a folder of frames, a
@@ -125,6 +133,9 @@ class OnnxVideo:
         self._tracked: dict[int, np.ndarray] = {}
         self._obj_order: list[int] = []  # objects in the order first prompted
         self.objects: OrderedDict[int, ObjectState] = OrderedDict()
+        # Frame -> (image_embed, high_res_0, high_res_1, pos_enc), within the byte budget.
+        self._features: dict[int, tuple[np.ndarray, ...]] = {}
+        self._feature_bytes = 0
 
     # --------------------------------------------------------------- prompts
     @property
@@ -238,7 +249,7 @@ class OnnxVideo:
         stepper.memory.forget(objects, frame_idx, self.num_frames, reverse=reverse, keep=keep)
         to_track = [obj for obj in objects if frame_idx not in obj.cond_outputs]
         if to_track:
-            feats = stepper.encode_image(image)
+            feats = self._encode(stepper, frame_idx, image)
             stepper.track(to_track, frame_idx, feats, reverse)
             for obj in to_track:
                 if obj.obj_id not in self._tracked:
@@ -262,10 +273,27 @@ class OnnxVideo:
                 prompts = self._prompts.get(frame_idx)
                 if not prompts:
                     continue
-                feats = stepper.encode_image(preprocess(frame))
+                feats = self._encode(stepper, frame_idx, preprocess(frame))
                 for prompt in prompts:
                     stepper.apply_prompt(self.objects[prompt.obj_id], frame_idx, feats, prompt)
                 stepper.commit(self.objects.values(), frame_idx, feats)
+
+    def _encode(self, stepper: GraphStepper, frame_idx: int,
+                image: np.ndarray) -> FrameFeatures:
+        """A frame's features: kept ones, else encoded (and kept while the budget allows).
+        Kept frames are never dropped for newer ones: every pass visits every frame in the
+        same order, so a least-recently-used cache smaller than the video would drop each
+        frame just before it is needed again."""
+        kept = self._features.get(frame_idx)
+        if kept is not None:
+            return FrameFeatures(*kept)
+        feats = stepper.encode_image(image)
+        arrays = (feats.image_embed, feats.high_res_0, feats.high_res_1, feats.pos_enc)
+        size = sum(a.nbytes for a in arrays)
+        if self._feature_bytes + size <= self._predictor.feature_cache_bytes:
+            self._features[frame_idx] = arrays
+            self._feature_bytes += size
+        return feats
 
     def _forward_frames(self, first: int) -> Iterator[tuple[int, np.ndarray]]:
         """(index, model input) of frames first..T-1, read ahead in a thread."""
@@ -326,6 +354,10 @@ class OnnxVideo:
     def retained_memories(self) -> int:
         """Spatial memories held over all objects (during or after `propagate`)."""
         return count_memories(self.objects.values())
+
+    def retained_features(self) -> int:
+        """Frames whose image features are kept (see ``feature_cache_bytes``)."""
+        return len(self._features)
 
     def retained_outputs(self) -> int:
         """Per-frame outputs held over all objects (during or after `propagate`)."""
