@@ -6,10 +6,11 @@ roots; uploads are probed from their bytes, never from the name the browser sent
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,17 +105,27 @@ def _check_size(name: str, width: int, height: int) -> None:
         raise too_large(name, (width, height))
 
 
+@contextlib.contextmanager
+def _opened(path: Path, name: str) -> Iterator[Image.Image]:
+    """`path` opened with Pillow, its size checked before any pixel is decoded: 413
+    (naming ``name``) for a frame of too many pixels. Pillow's other errors pass through."""
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise too_large(name) from None
+    with image:
+        _check_size(name, *image.size)
+        yield image
+
+
 def _image_size(path: Path, name: str, decode: bool) -> tuple[int, int] | None:
     """(width, height) if `path` is an image (fully decoded when ``decode``), else None;
     413 (named ``name``) for one of too many pixels, before it is decoded."""
     try:
-        with Image.open(path) as image:
-            _check_size(name, *image.size)
+        with _opened(path, name) as image:
             if decode:
                 image.load()
             return image.size
-    except Image.DecompressionBombError:
-        raise too_large(name) from None
     except (OSError, ValueError, SyntaxError):
         return None
 
@@ -148,7 +159,7 @@ def probe_video_file(path: Path) -> Media:
         raise AppError(415, f"not a readable video or image: {err}") from None
     with source:
         num, width, height = source.num_frames, source.width, source.height
-    _check_size(path.name, width, height)
+    _check_size(path.name, width, height)  # for containers whose header gave no size
     return Media("video", path, num, width, height, _fps(path), [path.name], None)
 
 
@@ -264,11 +275,8 @@ def _oriented(path: Path, name: str) -> bool:
     reads the pixels as stored, as the official SAM 2 does); 413 for one of too many
     pixels (a frame file replaced after the video was opened)."""
     try:
-        with Image.open(path) as image:
-            _check_size(name, *image.size)
+        with _opened(path, name) as image:
             return image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1)
-    except Image.DecompressionBombError:
-        raise too_large(name) from None
     except (OSError, ValueError, SyntaxError):
         return False  # unreadable: decoding it says why
 
@@ -314,11 +322,8 @@ class FrameReader:
         path = self.media.frame_path(idx)
         real = self.checked(path)
         try:
-            with Image.open(real) as image:
-                _check_size(path.name, *image.size)  # a file replaced after opening
+            with _opened(real, path.name) as image:  # checked again: replaced since?
                 return np.asarray(image.convert("RGB"))
-        except Image.DecompressionBombError:
-            raise too_large(path.name) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise AppError(415, f"{path.name}: cannot read the image ({err})") from None
 
