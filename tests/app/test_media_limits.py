@@ -1,15 +1,11 @@
-"""What the app does with unusual photos and frames: a photo that viewers turn is shown
-on the model's grid; a frame of too many pixels (a small file can hold one of gigabytes)
-is refused with a one-line 413 before it is decoded, whichever way it arrives."""
+"""A frame of too many pixels (a small file can hold one of gigabytes) is refused with a
+one-line 413 before it is decoded, whichever way it arrives."""
 
 from __future__ import annotations
 
 import io
 
-import numpy as np
 from PIL import Image
-
-from conftest import require_data
 
 from .conftest import counts
 
@@ -33,35 +29,6 @@ def _one_line_413(response, name: str) -> None:
     assert isinstance(detail, str) and "\n" not in detail, detail
     assert detail.startswith(f"{name}: ") and "more pixels than the app reads in one frame" \
         in detail, detail
-
-
-def test_turned_photos_are_served_on_the_models_grid(client, root):
-    """A JPEG whose EXIF orientation asks viewers to turn it (a phone photo) is served
-    re-encoded without it: Chromium turns such a photo (a 300x200 one with orientation 6
-    has naturalWidth 200), so the page showed it on another grid than the one its masks
-    and clicks use (the stored pixels, which the model reads as the official SAM 2 does).
-    A JPEG without one is served as it is."""
-    photos = root / "photos"
-    photos.mkdir()
-    with Image.open(require_data("images", "truck.jpg")) as image:
-        truck = image.convert("RGB")  # 1800x1200
-    exif = Image.Exif()
-    exif[0x0112] = 6  # viewers turn it 90 degrees clockwise
-    truck.save(photos / "a_turned.jpg", exif=exif)
-    truck.save(photos / "b_plain.jpg")
-    video = client.post("/api/videos/open", json={"path": "photos", "kind": "images"}).json()
-    vid = video["id"]
-    assert client.get(f"/api/videos/{vid}").json()["frame_sizes"] == [[1800, 1200]] * 2
-    for _ in range(2):  # the second answer comes from the cache
-        served = client.get(f"/api/videos/{vid}/frames/0")
-        assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
-        with Image.open(io.BytesIO(served.content)) as image:
-            assert image.size == (1800, 1200)
-            assert image.getexif().get(0x0112, 1) == 1
-            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-        assert np.abs(pixels - np.asarray(truck, dtype=np.float32)).mean() < 4.0
-    plain = client.get(f"/api/videos/{vid}/frames/1")
-    assert plain.content == (photos / "b_plain.jpg").read_bytes()
 
 
 def test_frames_of_too_many_pixels_are_refused(client, svc, root):

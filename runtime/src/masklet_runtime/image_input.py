@@ -13,20 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from masklet_runtime.preprocess import describe_frame_problem
 
 
 def load_image(image) -> np.ndarray:
-    """[H, W, 3] uint8 RGB from a numpy array (grey [H, W] is expanded), a PIL image or a path."""
+    """[H, W, 3] uint8 RGB from a numpy array (grey [H, W] is expanded), a PIL image or a path
+    (read as viewers show it: its EXIF orientation applied, as masklet does)."""
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
             raise ValueError(f"image file not found: {path}")
         try:
             with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
+                return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise ValueError(f"cannot read image {path}: {exc}") from None
     if isinstance(image, Image.Image):

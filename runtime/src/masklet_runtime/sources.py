@@ -160,10 +160,43 @@ def _index_packets(target, name: str) -> tuple[int, dict[int, int] | None]:
     return count, {stamp: i for i, stamp in enumerate(sorted(stamps))}
 
 
-def _file_frames(target, name: str, index: dict[int, int] | None) -> Iterator[np.ndarray]:
+def _display_turn(frame) -> tuple[bool, bool, bool]:
+    """(swap axes, then reverse rows, reverse columns) that shows ``frame`` as a player
+    does, from its display matrix (masklet.io.orientation's rule: a right-angle rotation,
+    mirrored or not, is applied; no matrix or any other one leaves the pixels as stored)."""
+    import av
+
+    try:
+        side = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    except (AttributeError, KeyError):
+        side = None
+    m = np.frombuffer(bytes(side), dtype=np.int32) if side is not None else np.zeros(0)
+    if m.size != 9:
+        return False, False, False
+    # Stored (x, y) is shown at (m0*x + m3*y, m1*x + m4*y) (16.16 fixed point).
+    kept, swapped = abs(float(m[0])) + abs(float(m[4])), abs(float(m[1])) + abs(float(m[3]))
+    if swapped < 1e-3 * kept:
+        return False, bool(m[4] < 0), bool(m[0] < 0)
+    if kept < 1e-3 * swapped:
+        return True, bool(m[1] < 0), bool(m[3] < 0)
+    return False, False, False
+
+
+def _turned(rgb: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray:
+    swap, rows, cols = turn
+    if not (swap or rows or cols):
+        return rgb
+    if swap:
+        rgb = rgb.transpose(1, 0, 2)
+    return np.ascontiguousarray(rgb[::-1 if rows else 1, ::-1 if cols else 1])
+
+
+def _file_frames(target, name: str, index: dict[int, int] | None,
+                 upright: bool) -> Iterator[np.ndarray]:
     import av
 
     container = _open_container(target, name)
+    turn = None if upright else (False, False, False)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threading: faster and bit-exact
@@ -171,15 +204,18 @@ def _file_frames(target, name: str, index: dict[int, int] | None) -> Iterator[np
             # A frame whose timestamp has no packet is not one of the counted frames.
             if index is not None and frame.pts not in index:
                 continue
-            yield frame.to_ndarray(format="rgb24")
+            if turn is None:  # the first frame's, for every frame: one frame size
+                turn = _display_turn(frame)
+            yield _turned(frame.to_ndarray(format="rgb24"), turn)
     except av.error.FFmpegError as err:
         raise VideoReadError(f"{name}: decoding failed ({err})") from None
     finally:
         container.close()
 
 
-def file_source(video: str | os.PathLike | bytes) -> FrameSource:
-    """A video file (a path, or its bytes) decoded as it is read."""
+def file_source(video: str | os.PathLike | bytes, *, upright: bool = True) -> FrameSource:
+    """A video file (a path, or its bytes) decoded as it is read, turned upright as its
+    display matrix says (as players show it; ``upright=False``: the stored pixels)."""
     import io
 
     is_bytes = isinstance(video, (bytes, bytearray))
@@ -189,7 +225,7 @@ def file_source(video: str | os.PathLike | bytes) -> FrameSource:
         return io.BytesIO(bytes(video)) if is_bytes else name
 
     count, index = _index_packets(target(), name)
-    return FrameSource(_file_frames(target(), name, index), name, count)
+    return FrameSource(_file_frames(target(), name, index, upright), name, count)
 
 
 # ----------------------------------------------------------- arrays, streams

@@ -146,6 +146,8 @@ CREATE TABLE IF NOT EXISTS reviewed (
 ADDED_COLUMNS = (
     ("job_plans", "motion", "INTEGER NOT NULL DEFAULT 0"),
     ("objects", "label_id", "INTEGER REFERENCES labels(id) ON DELETE SET NULL"),
+    # 0 for the media opened before frames were read upright: they keep the stored grid.
+    ("videos", "upright", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from masklet.app.errors import AppError
 from masklet.export import atomic_write
@@ -29,6 +29,7 @@ JPEG_SUFFIXES = (".jpg", ".jpeg")
 # can hold a frame of gigabytes. At the limit a frame is about 0.5 GB as RGB.
 MAX_FRAME_PIXELS = 178_956_970
 EXIF_ORIENTATION = 0x0112  # 1: as stored; 2..8: viewers turn and / or mirror the photo
+_SWAPS_AXES = (5, 6, 7, 8)  # the orientations that turn a photo a quarter
 # Container name (PyAV's format.name) -> the extension an upload is stored under, so that
 # reopening it never lets FFmpeg pick a demuxer from a misleading name.
 _CONTAINER_SUFFIX = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
@@ -46,6 +47,10 @@ class Media:
     fps: float | None
     frame_names: list[str]
     frame_sizes: list[list[int]] | None  # [[w, h], ...] for kind "images"
+    # Frames read as viewers show them: a video file turned by its display matrix, photos
+    # by their EXIF orientation (not frame folders: FFmpeg extracted them upright). False
+    # for what was opened before masklet turned them, so its masks keep their grid.
+    upright: bool = False
 
     def frame_path(self, idx: int) -> Path:
         return self.location / self.frame_names[idx] if self.location.is_dir() else self.location
@@ -119,13 +124,16 @@ def _opened(path: Path, name: str) -> Iterator[Image.Image]:
 
 
 def _image_size(path: Path, name: str, decode: bool) -> tuple[int, int] | None:
-    """(width, height) if `path` is an image (fully decoded when ``decode``), else None;
-    413 (named ``name``) for one of too many pixels, before it is decoded."""
+    """(width, height) of `path` as viewers show it (EXIF orientation applied) if it is an
+    image (fully decoded when ``decode``), else None; 413 (named ``name``) for one of too
+    many pixels, before it is decoded."""
     try:
         with _opened(path, name) as image:
             if decode:
                 image.load()
-            return image.size
+            w, h = image.size
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in _SWAPS_AXES
+            return (h, w) if turned else (w, h)
     except (OSError, ValueError, SyntaxError):
         return None
 
@@ -160,7 +168,7 @@ def probe_video_file(path: Path) -> Media:
     with source:
         num, width, height = source.num_frames, source.width, source.height
     _check_size(path.name, width, height)  # for containers whose header gave no size
-    return Media("video", path, num, width, height, _fps(path), [path.name], None)
+    return Media("video", path, num, width, height, _fps(path), [path.name], None, True)
 
 
 def probe_image_file(path: Path, label: str | None = None) -> Media | None:
@@ -169,7 +177,7 @@ def probe_image_file(path: Path, label: str | None = None) -> Media | None:
     size = _image_size(path, label or path.name, decode=True)
     if size is None:
         return None
-    return Media("images", path, 1, size[0], size[1], None, [path.name], [list(size)])
+    return Media("images", path, 1, size[0], size[1], None, [path.name], [list(size)], True)
 
 
 def _scrubbed(message: str, path: Path, label: str) -> str:
@@ -253,7 +261,8 @@ def _probe_image_folder(folder: Path, policy: PathPolicy) -> Media:
             raise AppError(415, f"{file.name} is not a readable image")
         sizes.append(list(size))
     w, h = sizes[0]
-    return Media("images", folder, len(files), w, h, None, [f.name for f in files], sizes)
+    return Media("images", folder, len(files), w, h, None, [f.name for f in files], sizes,
+                 True)
 
 
 def count_frames(folder: Path) -> int:
@@ -271,9 +280,8 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
 
 
 def _oriented(path: Path, name: str) -> bool:
-    """True when an image's EXIF orientation asks viewers to turn or mirror it (the model
-    reads the pixels as stored, as the official SAM 2 does); 413 for one of too many
-    pixels (a frame file replaced after the video was opened)."""
+    """True when an image's EXIF orientation asks viewers to turn or mirror it; 413 for one
+    of too many pixels (a frame file replaced after the video was opened)."""
     try:
         with _opened(path, name) as image:
             return image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1)
@@ -285,11 +293,12 @@ class FrameReader:
     """RGB frames and page-ready JPEG bytes of one video, safe to call from many threads.
 
     JPEG frame files are served as they are, unless their EXIF orientation asks viewers
-    to turn them (browsers do: the page would show another pixel grid than the one the
-    model and the masks use); those and other frames are decoded once and their JPEG
-    kept in `cache_dir`. Every file is checked when it is read, not only when the
-    video was opened: a frame replaced later by a link leading out of the allowed
-    folders (`allowed` says which real paths are) is refused with 403.
+    to turn them: browsers do, so the page would show them on another pixel grid than the
+    one the model and the masks use whenever that grid is the stored one (frame folders,
+    media opened before photos were turned). Those and other frames are decoded once (as
+    `rgb` reads them) and their JPEG kept in `cache_dir`. Every file is checked when it
+    is read, not only when the video was opened: a frame replaced later by a link leading
+    out of the allowed folders (`allowed` says which real paths are) is refused with 403.
     """
 
     def __init__(self, media: Media, cache_dir: Path,
@@ -317,12 +326,15 @@ class FrameReader:
         if self.media.kind == "video" and self.media.location.is_file():
             with self._lock:
                 if self._video is None:
-                    self._video = VideoFileSource(self.checked(self.media.location))
+                    self._video = VideoFileSource(self.checked(self.media.location),
+                                                  upright=self.media.upright)
                 return self._video.get(idx).copy()
         path = self.media.frame_path(idx)
         real = self.checked(path)
         try:
             with _opened(real, path.name) as image:  # checked again: replaced since?
+                if self.media.upright and self.media.kind == "images":
+                    return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
                 return np.asarray(image.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as err:
             raise AppError(415, f"{path.name}: cannot read the image ({err})") from None

@@ -66,7 +66,7 @@ def media_of(row: sqlite3.Row) -> Media:
     sizes = row["frame_sizes"]
     return Media(row["kind"], Path(row["location"]), row["num_frames"], row["width"],
                  row["height"], row["fps"], json.loads(row["frame_names"]),
-                 None if sizes is None else json.loads(sizes))
+                 None if sizes is None else json.loads(sizes), bool(row["upright"]))
 
 
 def video_summary(row: sqlite3.Row, tracking: bool) -> dict:
@@ -81,10 +81,12 @@ def video_summary(row: sqlite3.Row, tracking: bool) -> dict:
 def insert_video(conn: sqlite3.Connection, name: str, source: str, media: Media) -> int:
     cur = conn.execute(
         "INSERT INTO videos (name, kind, source, location, num_frames, width, height, fps, "
-        "frame_names, frame_sizes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "frame_names, frame_sizes, created_at, upright) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?, ?)",
         (name, media.kind, source, str(media.location), media.num_frames, media.width,
          media.height, media.fps, json.dumps(media.frame_names),
-         None if media.frame_sizes is None else json.dumps(media.frame_sizes), time.time()))
+         None if media.frame_sizes is None else json.dumps(media.frame_sizes), time.time(),
+         int(media.upright)))
     return int(cur.lastrowid)
 
 

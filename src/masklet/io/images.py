@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class ImageReadError(ValueError):
@@ -16,7 +16,11 @@ class ImageReadError(ValueError):
 def load_image(image) -> np.ndarray:
     """Return an [H, W, 3] uint8 RGB array from a numpy array, a PIL image or a file path.
 
-    Numpy input must already be RGB uint8 (HxWx3); grey (HxW) arrays are expanded.
+    A file is read as viewers show it: a phone photo is stored sideways with an EXIF
+    orientation tag, and is turned (or mirrored) as the tag says, so that points picked in
+    a viewer and the masks returned fit the photo people see (detection tools read images
+    the same way). Arrays and PIL images are taken as they are. Numpy input must already be RGB uint8 (HxWx3);
+    grey (HxW) arrays are expanded.
     """
     if isinstance(image, (str, os.PathLike)):
         return _read_file(Path(image))
@@ -37,7 +41,7 @@ def _read_file(path: Path) -> np.ndarray:
         raise ImageReadError(f"image file not found: {path}")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         # DecompressionBombError: more pixels than Pillow decodes (about 179 million).
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc

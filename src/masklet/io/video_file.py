@@ -12,6 +12,7 @@ import av
 import numpy as np
 
 from masklet.io.base import FrameSource, VideoReadError
+from masklet.io.orientation import DisplayTransform, display_transform
 
 
 class VideoFileSource(FrameSource):
@@ -32,11 +33,14 @@ class VideoFileSource(FrameSource):
     frames instead of once per frame. Streams whose packets have no timestamps
     fall back to decoding from the start.
 
-    Frames are the decoder's pixels converted to RGB by FFmpeg (`rgb24`); display
-    rotation metadata is not applied.
+    Frames are the decoder's pixels converted to RGB by FFmpeg (`rgb24`), shown upright:
+    turned as the file's display matrix says (a phone's portrait video is stored lying on
+    its side), as players and FFmpeg's frame extraction do, so `width` and `height` are
+    those of the picture a player shows. ``upright=False`` reads the stored pixels.
     """
 
-    def __init__(self, video: str | os.PathLike[str] | bytes, *, cache_size: int = 8) -> None:
+    def __init__(self, video: str | os.PathLike[str] | bytes, *, cache_size: int = 8,
+                 upright: bool = True) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}")
         is_bytes = isinstance(video, (bytes, bytearray))
@@ -47,6 +51,8 @@ class VideoFileSource(FrameSource):
         self._cache_size = cache_size
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._closed = False
+        # Read from the first decoded frame, then applied to every frame: one frame size.
+        self._transform: DisplayTransform | None = None if upright else DisplayTransform()
         self._container = self._open_container()
         try:
             self._stream = self._first_video_stream()
@@ -64,6 +70,12 @@ class VideoFileSource(FrameSource):
     @property
     def num_frames(self) -> int:
         return self._num_frames
+
+    @property
+    def display_transform(self) -> DisplayTransform:
+        """How the stored pixels are turned to be read (identity with ``upright=False``)."""
+        assert self._transform is not None  # set by decoding frame 0 when opened
+        return self._transform
 
     def close(self) -> None:
         self._closed = True
@@ -181,7 +193,9 @@ class VideoFileSource(FrameSource):
                 self._next_index = index + 1
                 # Only frames close to the target can be served from the cache later.
                 if idx - index < self._cache_size:
-                    rgb = frame.to_ndarray(format="rgb24")
+                    if self._transform is None:
+                        self._transform = display_transform(frame)
+                    rgb = self._transform.apply(frame.to_ndarray(format="rgb24"))
                     self._remember(index, rgb)
                     if index >= idx:
                         return rgb if index == idx else None
