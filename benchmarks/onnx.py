@@ -11,6 +11,10 @@ One process, same (seeded random) weights: the model is exported with
   video:  masklet's VideoPredictor and `OnnxVideoPredictor` (as `masklet video` runs
           them): clicks on the middle frame, tracked forwards to the end and backwards to
           frame 0, in lockstep; seconds per result after --warmup results, and the whole run.
+  correction: `OnnxVideoPredictor` after a correction: clicks on the middle frame, a
+          propagation, a negative click on the last frame, the second propagation (which
+          a correction needs), timed without a feature cache (the default) and with
+          `feature_cache_bytes` room for every frame; ratio without / with.
   prefetch: the ONNX tracker reading frames inline (prefetch=0) against reading them
           ahead in its thread (the default, prefetch=2); ratio inline / ahead.
   size:   disk size of two fresh virtual environments: one with only the runtime's
@@ -202,6 +206,32 @@ def video_row(model, graphs, folder: Path, n_obj: int, frames: int, warmup: int)
              f"{t_all / o_all:.2f}x", ""]]
 
 
+def correction_row(graphs, folder: Path, n_obj: int, frames: int) -> list[str]:
+    """Seconds of the first and the second propagation (after a negative click on the last
+    frame) without a feature cache and with room for every frame; the masks must agree."""
+    from masklet_runtime.video import OnnxVideoPredictor
+
+    timings, masks = {}, {}
+    for budget in (0, 1 << 40):
+        clip = OnnxVideoPredictor(graphs, prefetch=0, feature_cache_bytes=budget).open(
+            str(folder))
+        for obj_id, (x, y) in video_clicks(n_obj):
+            clip.add_points(frames // 2, obj_id, [[x, y]], [1])
+        start = time.perf_counter()
+        first = [np.asarray(r.masks) for r in clip.propagate()]
+        middle = time.perf_counter()
+        x, y = CLICKS[0]
+        clip.add_points(frames - 1, 1, [[x + 40, y]], [0])
+        second = [np.asarray(r.masks) for r in clip.propagate()]
+        timings[budget] = (middle - start, time.perf_counter() - middle)
+        masks[budget] = np.stack(first + second)
+    if not np.array_equal(masks[0], masks[1 << 40]):
+        raise SystemExit("the feature cache changed the masks")
+    (plain_1, plain_2), (kept_1, kept_2) = timings[0], timings[1 << 40]
+    return [str(n_obj), f"{plain_1:.2f}", f"{kept_1:.2f}", f"{plain_2:.2f}", f"{kept_2:.2f}",
+            f"{plain_2 / kept_2:.2f}x"]
+
+
 def prefetch_row(graphs, folder: Path, n_obj: int, rounds: int, warmup: int) -> list[str]:
     """Steady-state seconds per frame of the ONNX tracker reading frames inline (prefetch 0)
     and ahead in its thread (prefetch 2): whole runs, alternated (a reader thread cannot be
@@ -270,6 +300,8 @@ def main() -> None:
         if not args.skip_video:
             for n in args.objects:
                 rows += video_row(model, graphs, clip, n, args.frames, args.warmup)
+        correction_rows = [correction_row(graphs, clip, n, args.frames)
+                           for n in args.objects] if not args.skip_video else []
         prefetch_rows = [prefetch_row(graphs, clip, n, args.prefetch_rounds, args.warmup)
                          for n in args.objects] if args.prefetch_rounds > 0 else []
     print(f"\n{args.preset} at {args.image_size} px, {args.frames} bedroom frames "
@@ -277,6 +309,12 @@ def main() -> None:
           "err: max |ONNX - PyTorch| / max(1, max |PyTorch|) on the last output (video: "
           "on any result)")
     print_table(["what", "objects", "PyTorch s", "ONNX s", "ratio", "err"], rows)
+    if correction_rows:
+        print("\nONNX video predictor, a correction: seconds of the first propagation and of "
+              "the second one it needs, without a feature cache and with room for every frame "
+              "(masks identical); ratio without / with, second pass")
+        print_table(["objects", "1st, none", "1st, kept", "2nd, none", "2nd, kept", "ratio"],
+                    correction_rows)
     if prefetch_rows:
         print(f"\nONNX tracker, frames read inline vs ahead in its thread (seconds per frame, "
               f"median of {args.prefetch_rounds} alternated runs; ratio inline / ahead)")

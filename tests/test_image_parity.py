@@ -152,6 +152,9 @@ def test_sam_heads_object_scores_and_pointer(pair, multimask):
         assert rel_err(getattr(ours, name), ref_value) < TOL, name
 
 
+# The batch path does not depend on the preset: small's run (17 s here) is a slow test.
+@pytest.mark.parametrize("pair", [FAST[0], *(pytest.param(p, marks=pytest.mark.slow)
+                                             for p in FAST[1:] + SLOW)], indirect=True)
 def test_batch_of_two_images(pair):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 

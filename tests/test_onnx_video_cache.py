@@ -1,6 +1,6 @@
 """`OnnxVideoPredictor(feature_cache_bytes=...)`: kept image features give the very same
 masks with fewer image-encoder runs, within the byte budget (tiny at 256 px, random
-weights, 10 real bedroom frames)."""
+weights, 6 real bedroom frames)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def frames():
     src = require_data("videos", "bedroom")
-    return [np.asarray(Image.open(src / f"{i:05d}.jpg").convert("RGB")) for i in range(10)]
+    return [np.asarray(Image.open(src / f"{i:05d}.jpg").convert("RGB")) for i in range(6)]
 
 
 def _clip(export, frames, **options):
-    """Two propagations, the second after a correction (a negative click on frame 8,
+    """Two propagations, the second after a correction (a negative click on frame 5,
     where object 1 was tracked): (clip, masks of the first, masks of the second)."""
     clip = OnnxVideoPredictor(export, intra_op_threads=1, **options).open(frames)
-    clip.add_points(3, 1, [[480, 270]], [1])
-    clip.add_box(6, 2, [100, 100, 400, 350])
+    clip.add_points(1, 1, [[480, 270]], [1])
+    clip.add_box(3, 2, [100, 100, 400, 350])
     first = [np.asarray(m) for _, _, m in clip.propagate()]
-    clip.add_points(8, 1, [[600, 300]], [0])
+    clip.add_points(5, 1, [[600, 300]], [0])
     return clip, first, [np.asarray(m) for _, _, m in clip.propagate()]
 
 
@@ -52,16 +52,16 @@ def test_kept_features_give_the_same_masks_with_fewer_encodings(tiny256_onnx, fr
     monkeypatch.setattr(GraphStepper, "encode_image", counted)
     export = tiny256_onnx[1]
     _, first, second = _clip(export, frames)
-    # Each pass: prompted frames 3 and 6, forwards 3..9, backwards 3..0.
-    assert len(encoded) == 2 * (2 + 7 + 4)
+    # Each pass: prompted frames 1 and 3, forwards 1..5, backwards 1..0.
+    assert len(encoded) == 2 * (2 + 5 + 2)
     frame_bytes = encoded[0]
     # With room for every frame each is encoded once; with room for three, the first three
-    # encoded (3 and 6 when decoding, then 4) are kept and the 7 others encoded again.
-    for budget, kept, again in ((1 << 30, 10, 0), (3 * frame_bytes + 1, 3, 7)):
+    # encoded (1 and 3 when decoding, then 2) are kept and the 3 others encoded again.
+    for budget, kept, again in ((1 << 30, 6, 0), (3 * frame_bytes + 1, 3, 3)):
         encoded.clear()
         clip, got_first, got_second = _clip(export, frames, feature_cache_bytes=budget)
         assert clip.retained_features() == kept
-        assert len(encoded) == 10 + again
+        assert len(encoded) == 6 + again
         _same(got_first, first)
         _same(got_second, second)
     with pytest.raises(ValueError, match="feature_cache_bytes must be an int >= 0"):

@@ -19,8 +19,8 @@ def load_image(image) -> np.ndarray:
     A file is read as viewers show it: a phone photo is stored sideways with an EXIF
     orientation tag, and is turned (or mirrored) as the tag says, so that points picked in
     a viewer and the masks returned fit the photo people see (detection tools read images
-    the same way). Arrays and PIL images are taken as they are. Numpy input must already be RGB uint8 (HxWx3);
-    grey (HxW) arrays are expanded.
+    the same way). Arrays and PIL images are taken as they are. Numpy input must already
+    be RGB uint8 (HxWx3); grey (HxW) arrays are expanded.
     """
     if isinstance(image, (str, os.PathLike)):
         return _read_file(Path(image))

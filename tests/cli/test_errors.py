@@ -9,53 +9,17 @@ checkpoint passed explicitly, so the tests do not depend on `build_model`'s defa
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import click
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from masklet.bundled import bundled_checkpoint
-from masklet.cli import main
-
-SIDE = 64  # frame side of the generated clips (even, so libx264 takes it as is)
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result, code: int = 2) -> str:
-    """The single `masklet: error:` line of a failed run (and nothing like a traceback)."""
-    assert result.exit_code == code, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        repr(result.exception))
-    assert "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("masklet: error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
-
-
-@pytest.fixture(scope="module")
-def ckpt() -> str:
-    return str(bundled_checkpoint())
-
-
-def _frame(i: int) -> np.ndarray:
-    rgb = np.full((SIDE, SIDE, 3), 40, np.uint8)
-    rgb[16 + i: 40 + i, 16:40] = (220, 60, 60)  # a red square moving down
-    return rgb
+from .conftest import SIDE, error_line, invoke, square_frame
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +27,7 @@ def frames(tmp_path_factory):
     folder = tmp_path_factory.mktemp("frames") / "clip"
     folder.mkdir()
     for i in range(4):
-        Image.fromarray(_frame(i)).save(folder / f"{i:05d}.jpg")
+        Image.fromarray(square_frame(i)).save(folder / f"{i:05d}.jpg")
     return folder
 
 
@@ -76,15 +40,9 @@ def ntsc_mp4(tmp_path_factory):
         stream.width = stream.height = SIDE
         stream.pix_fmt = "yuv420p"
         for i in range(4):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")))
+            frame = av.VideoFrame.from_ndarray(square_frame(i), format="rgb24")
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    return path
-
-
-@pytest.fixture(scope="module")
-def photo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("img") / "photo.png"
-    Image.fromarray(_frame(0)).save(path)
     return path
 
 
@@ -97,7 +55,7 @@ def davis(tmp_path_factory):
     gt.mkdir(parents=True)
     pred.mkdir(parents=True)
     for i in range(5):
-        ids = (_frame(i)[..., 0] > 100).astype(np.uint8)
+        ids = (square_frame(i)[..., 0] > 100).astype(np.uint8)
         im = Image.fromarray(ids, mode="P")
         im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
         im.save(gt / f"{i:05d}.png")
@@ -288,117 +246,3 @@ def test_eval_of_an_empty_prediction_folder(tmp_path, davis):
     line = error_line(invoke("eval", empty, gt))
     assert "none of the ground-truth sequences (seq)" in line, line
     assert not (tmp_path / "jf.csv").exists()
-
-
-# ----------------------------------------------------------------- checkpoints
-@pytest.mark.parametrize("content", [b"\x80\x02this is not a checkpoint" * 10,
-                                     b"\x00this is not a checkpoint" * 10,
-                                     pickle.dumps({"a": 1}, protocol=4)],
-                         ids=["pickle-like", "binary", "plain-pickle"])
-def test_corrupt_pt_does_not_pass_on_unsafe_advice(tmp_path, photo, content):
-    bad = tmp_path / "corrupt.pt"
-    bad.write_bytes(content)
-    line = error_line(invoke("image", photo, "-p", "5,5", "-o", tmp_path / "o",
-                             "--checkpoint", bad))
-    assert str(bad) in line and "weights_only" not in line, line
-
-
-def test_pickle_with_code_is_refused_without_unsafe_advice(tmp_path, photo):
-    path = tmp_path / "objects.pt"
-    torch.save({"model": {"w": torch.ones(1)}, "extra": Fraction(1, 3)}, path)
-    line = error_line(invoke("image", photo, "-p", "5,5", "-o", tmp_path / "o",
-                             "--checkpoint", path))
-    assert "weights_only" not in line and "Python objects" in line, line
-
-
-def test_text_file_as_checkpoint(tmp_path, photo):
-    fake = tmp_path / "fake.jpg"
-    fake.write_text("hello, I am text\n")
-    line = error_line(invoke("image", photo, "-p", "5,5", "-o", tmp_path / "o",
-                             "--checkpoint", fake))
-    assert f"{fake} is not a PyTorch or safetensors checkpoint" in line, line
-
-
-def test_info_on_a_file_without_tensors(tmp_path):
-    empty = tmp_path / "empty.pt"
-    torch.save({}, empty)
-    line = error_line(invoke("info", empty), code=1)
-    assert f"no model weights in {empty}" in line, line
-
-
-def test_wrong_preset_message_separates_its_clauses(tmp_path, photo, ckpt):
-    line = error_line(invoke("image", photo, "-p", "5,5", "-o", tmp_path / "o",
-                             "--checkpoint", ckpt, "--model", "tiny"))
-    # The verdict first, then each difference as its own clause.
-    assert "does not fit preset 'sam2.1_hiera_tiny'; it fits preset 'masklet_nano'. " \
-        "Differences: missing keys " in line, line
-    assert "; unexpected keys 4: " in line and "; shape mismatches " in line, line
-
-
-# ----------------------------------------------------------------- auto
-@pytest.mark.parametrize("option,value", [("--box-nms-thresh", "2"), ("--points-per-side", "0"),
-                                          ("--points-per-batch", "0"), ("--min-area", "-1"),
-                                          ("--pred-iou-thresh", "nan"), ("--crop-layers", "-1")])
-def test_auto_errors_name_the_option(tmp_path, photo, ckpt, option, value):
-    line = error_line(invoke("auto", photo, "-o", tmp_path / "o", "--checkpoint", ckpt,
-                             option, value))
-    assert option in line and "_" not in line.split(":", 2)[2].replace(str(tmp_path), ""), line
-
-
-def test_auto_library_errors_are_mapped_to_options():
-    from masklet.cli.auto import option_message
-
-    text = "points_per_side=2 leaves no points in crop layer 3 (crop_n_layers)"
-    assert option_message(text) == "--points-per-side=2 leaves no points in crop layer 3 " \
-        "(--crop-layers)"
-
-
-# ----------------------------------------------------------------- serve
-def test_ctrl_c_on_serve_says_the_server_stopped(tmp_path, ckpt):
-    pytest.importorskip("uvicorn")
-    cmd = [sys.executable, "-c", "from masklet.cli import main; main()", "serve", "--port", "0",
-           "--data-dir", str(tmp_path / "data"), "--checkpoint", ckpt]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        lines = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-            if "press Ctrl-C" in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=60)[1]
-    finally:
-        proc.kill()
-    assert "no partial output" not in rest and "Traceback" not in rest, rest
-    assert f"masklet: stopped; all work is saved in {tmp_path / 'data'}" in rest, rest
-    assert proc.returncode == 0, rest
-
-
-# ----------------------------------------------------------------- help
-def _commands():
-    return sorted(main.commands.items())
-
-
-@pytest.mark.parametrize("name,command", _commands(), ids=[n for n, _ in _commands()])
-def test_every_option_has_help(name, command):
-    ctx = click.Context(command, info_name=name)
-    missing = [p.name for p in command.get_params(ctx)
-               if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()]
-    assert not missing, f"masklet {name}: options without help: {missing}"
-    # The docstring may name OUT only where an option or argument is shown as OUT.
-    assert "OUT" not in (command.help or "") or any(
-        p.metavar == "OUT" or p.name == "out" for p in command.params), command.help
-
-
-def test_aliases_are_listed():
-    from masklet.config import ALIASES
-
-    rows = {line.split()[0]: line for line in invoke("info").output.splitlines() if line.strip()}
-    for alias, target in ALIASES.items():
-        assert alias in rows[target].replace(",", " ").split(), (alias, rows[target])
-    model_help = invoke("image", "-h").output.split("--model", 1)[1].split("--checkpoint")[0]
-    assert "tiny" in model_help and "masklet info" in model_help, model_help

@@ -1,0 +1,1 @@
+"""Tests of the `masklet` command's answers to bad input."""
