@@ -76,6 +76,7 @@ def test_frames_are_turned_as_the_display_matrix_says(tmp_path, degrees, hflip, 
         # Backwards, so that frames come from seeks to earlier keyframes as well.
         for idx in reversed(range(NUM_FRAMES)):
             got = source.get(idx)
+            # Contiguous, also where PyAV gives a view of padded rows (80 px wide).
             assert got.flags.c_contiguous
             np.testing.assert_array_equal(got, expected[idx])
     with open_frames(str(path)) as source:
@@ -88,6 +89,7 @@ def test_frames_are_turned_as_the_display_matrix_says(tmp_path, degrees, hflip, 
     while (frame := runtime.next_frame()) is not None:
         frames.append(frame)
     np.testing.assert_array_equal(np.stack(frames), np.stack(expected))
+    assert all(f.flags.c_contiguous and f.flags.writeable for f in frames)  # not cached
     plain = file_source(path, upright=False)
     np.testing.assert_array_equal(plain.next_frame(), stored[0])
     np.testing.assert_array_equal(open_source(path.read_bytes()).next_frame(), expected[0])

@@ -183,9 +183,11 @@ def _display_turn(frame) -> tuple[bool, bool, bool]:
 
 
 def _turned(rgb: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray:
+    """``rgb`` turned, as a C-contiguous writable array (PyAV 18.1.1 may give a read-only
+    view of padded rows)."""
     swap, rows, cols = turn
     if not (swap or rows or cols):
-        return rgb
+        return rgb if rgb.flags.c_contiguous and rgb.flags.writeable else rgb.copy()
     if swap:
         rgb = rgb.transpose(1, 0, 2)
     return np.ascontiguousarray(rgb[::-1 if rows else 1, ::-1 if cols else 1])

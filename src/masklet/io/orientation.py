@@ -28,9 +28,12 @@ class DisplayTransform:
         return not (self.transpose or self.flip_rows or self.flip_cols)
 
     def apply(self, picture: np.ndarray) -> np.ndarray:
-        """[H, W, C] -> [H', W', C] (W', H' when transposed), contiguous."""
+        """[H, W, C] -> [H', W', C] (W', H' when transposed), C-contiguous (a copy unless
+        `picture` already is and nothing is turned)."""
         if self.is_identity:
-            return picture
+            # PyAV 18.1.1 hands out a view of the decoder's rows when they are padded (a
+            # width of 80 gives 256-byte rows of 240 bytes of pixels).
+            return np.ascontiguousarray(picture)
         if self.transpose:
             picture = picture.transpose(1, 0, *range(2, picture.ndim))
         if self.flip_rows:
