@@ -108,6 +108,11 @@ def test_review_mode_walks_the_order_and_marks_reviewed(disc_server, browser_con
     assert len(order) >= 5, order  # the walk below visits five entries
     assert not any(_reviewed(disc_server, vid)[k] for k in order)
     n = disc_server.json(f"/api/videos/{vid}")["num_frames"]
+    # A second page on the same video, not reviewing: it shows the marks as they are made.
+    other = Page(browser_context, disc_server, "review-other")
+    other.page.goto(f"{disc_server.url}/#video={vid}")
+    other.page.wait_for_function(
+        "() => document.getElementById('review-count').textContent.includes('0 reviewed')")
     page.focus("#prompt-canvas")
     page.keyboard.press("r")
     assert page.get_attribute("#review-btn", "aria-pressed") == "true"
@@ -124,8 +129,11 @@ def test_review_mode_walks_the_order_and_marks_reviewed(disc_server, browser_con
         assert not any(reviewed[k] for k in order[i + 1:]), i
     assert page.text_content("#review-pos") == f"3 / {len(order)}"
     # Reviewed frames are drawn differently from those still to check: green, not rose.
-    page.wait_for_function(
-        "() => document.getElementById('review-count').textContent.includes('3 reviewed')")
+    for tab_page in (page, other.page):
+        tab_page.wait_for_function(
+            "() => document.getElementById('review-count').textContent.includes('3 reviewed')")
+    other.check_no_errors()
+    other.page.close()
     done_rgb = page.evaluate(STRIP_RGB_JS, [order[0][0], n])
     todo_rgb = page.evaluate(STRIP_RGB_JS, [order[3][0], n])
     assert done_rgb[1] > done_rgb[0] and todo_rgb[0] > todo_rgb[1], (done_rgb, todo_rgb)

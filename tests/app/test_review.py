@@ -87,6 +87,9 @@ def test_seen_marks_and_refusals(client, svc):
     assert client.post(url, json={"frame": 5, "object": None}).json() == {"reviewed": 2}
     rows = client.get(f"/api/videos/{vid}/review").json()["rows"]
     assert {(r["frame"], r["object"]) for r in rows if r["reviewed"]} == {(3, 1), (5, 1), (5, 2)}
+    # Other pages on the video hear of each mark.
+    events = [data for _, name, data in svc.hub.since(vid, 0) if name == "reviewed"]
+    assert events == [{"frame": 3, "objects": [1]}, {"frame": 5, "objects": [1, 2]}]
     before = reviewed_count(svc)
     bad = [
         ("/api/videos/99/review/seen", {"frame": 1, "object": 1}, 404),

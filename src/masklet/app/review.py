@@ -164,6 +164,9 @@ class ReviewDesk:
                 "SELECT id FROM objects WHERE video_id = ? ORDER BY id", (video_id,))]
             for o in objs:
                 mark_reviewed(conn, video_id, frame, o)
+        # Other pages open on the video show the marks at once (no version change: the
+        # masks are as they were).
+        self.svc.hub.publish(video_id, "reviewed", {"frame": frame, "objects": objs})
         return {"reviewed": len(objs)}
 
     def write_csv(self, target: Path, video_id: int) -> Path:

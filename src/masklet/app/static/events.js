@@ -1,5 +1,5 @@
-// A video's event stream from the server: its changes (from any tab), tracking progress
-// and the shared label set. EventSource reconnects by itself; "hello" opens every stream.
+// A video's event stream from the server: its changes (from any tab), tracking progress,
+// review marks and the shared label set. EventSource reconnects by itself; "hello" opens every stream.
 
 import { videoPath } from "./api.js";
 
@@ -25,6 +25,8 @@ export function connectEvents(app, id) {
     app.scheduleRefresh();
   });
   es.addEventListener("progress", (e) => onProgress(app, parse(e).job));
+  // Frames marked reviewed (in this page or another).
+  es.addEventListener("reviewed", (e) => app.review.onReviewed(parse(e)));
   es.onerror = () => {
     if (es.readyState === EventSource.CLOSED) return;
     app.disconnected = true;

@@ -169,6 +169,19 @@ export class ReviewControl {
     });
   }
 
+  /** The server says `objects` were marked reviewed on `frame` (by any page). */
+  onReviewed({ frame, objects }) {
+    let changed = false;
+    for (const object of objects) {
+      const row = this.rows.get(key(frame, object));
+      if (row && !row.reviewed) {
+        row.reviewed = true;
+        changed = true;
+      }
+    }
+    if (changed) this.render();
+  }
+
   isReviewed(frame, object) {
     const row = this.rows.get(key(frame, object));
     return Boolean(row && row.reviewed);
