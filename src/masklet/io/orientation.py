@@ -29,11 +29,9 @@ class DisplayTransform:
 
     def apply(self, picture: np.ndarray) -> np.ndarray:
         """[H, W, C] -> [H', W', C] (W', H' when transposed), C-contiguous (a copy unless
-        `picture` already is and nothing is turned)."""
-        if self.is_identity:
-            # PyAV 18.1.1 hands out a view of the decoder's rows when they are padded (a
-            # width of 80 gives 256-byte rows of 240 bytes of pixels).
-            return np.ascontiguousarray(picture)
+        `picture` already is and nothing is turned). Contiguous even untouched: PyAV 18.1.1
+        hands out a view of the decoder's rows when they are padded (a width of 80 gives
+        256-byte rows of 240 bytes of pixels)."""
         if self.transpose:
             picture = picture.transpose(1, 0, *range(2, picture.ndim))
         if self.flip_rows:
@@ -41,10 +39,6 @@ class DisplayTransform:
         if self.flip_cols:
             picture = picture[:, ::-1]
         return np.ascontiguousarray(picture)
-
-    def size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of a width x height picture once turned."""
-        return (height, width) if self.transpose else (width, height)
 
 
 def display_transform(frame: av.VideoFrame) -> DisplayTransform:

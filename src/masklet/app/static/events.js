@@ -1,5 +1,6 @@
 // A video's event stream from the server: its changes (from any tab), tracking progress,
-// review marks and the shared label set. EventSource reconnects by itself; "hello" opens every stream.
+// review marks and the shared label set. EventSource reconnects by itself; "hello" opens
+// every stream.
 
 import { videoPath } from "./api.js";
 
